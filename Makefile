@@ -1,0 +1,29 @@
+# The two commands a newcomer needs (see README):
+#   make run    set up .venv (pinned) and run the whole pipeline with `dvc repro`
+#   make test   set up .venv (pinned) and run the test suite
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: setup run test lint check
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.lock
+	$(VENV)/bin/pip install --disable-pip-version-check -q --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	dvc repro
+	@echo "Report: reports/report.md   metrics: dvc metrics show"
+
+test: setup
+	python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	ruff check . && ruff format --check .

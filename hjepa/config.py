@@ -1,0 +1,455 @@
+"""The one typed model of ``params.yaml``.
+
+Why this module exists: the codebase this project replaces accepted misspelled keys and silently
+ignored flags. Here every section forbids unknown keys, every value has a range, cross-field rules
+are checked before any data is read or any model is built, and every *leaf* that code reads is
+recorded, so ``hjepa dag check`` can compare what a stage really read with what ``dvc.yaml``
+declares for it.
+
+Reads are recorded only for leaves (a number, a string, a bool, a list); reading a section object
+records nothing by itself. A list of sub-models (``model.hierarchy``) is one leaf, as DVC sees it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from hjepa.errors import UserError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "ConfigError",
+    "Params",
+    "apply_overrides",
+    "load_params",
+    "parse_params",
+    "reads",
+    "reset_reads",
+]
+
+_READS: set[str] = set()
+
+
+def reads() -> set[str]:
+    """The dotted leaf keys read so far in this process (see module docstring)."""
+    return set(_READS)
+
+
+def reset_reads() -> None:
+    """Forget recorded reads (tests, and stages that start a fresh record)."""
+    _READS.clear()
+
+
+class ConfigError(UserError, ValueError):
+    """A params problem, with a message meant for a person (no traceback needed)."""
+
+
+class Section(BaseModel):
+    """Base of every params section: unknown keys are errors, leaf reads are recorded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    def _bind(self, prefix: str) -> None:
+        object.__setattr__(self, "_hjepa_prefix", prefix)
+        for name in type(self).model_fields:
+            value = object.__getattribute__(self, name)
+            if isinstance(value, Section):
+                value._bind(f"{prefix}{name}.")
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if name.startswith("_") or name not in type(self).model_fields:
+            return value
+        try:
+            prefix = object.__getattribute__(self, "_hjepa_prefix")
+        except AttributeError:
+            return value  # not bound (during validation, or a free-standing section)
+        if not isinstance(value, Section):
+            _READS.add(prefix + name)
+        return value
+
+
+def _range(lo: float, hi: float, lo_open: bool, hi_open: bool) -> str:
+    return f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+
+def _check_pair(
+    name: str, v: tuple[float, float], lo: float, hi: float, lo_open: bool, hi_open: bool
+) -> tuple[float, float]:
+    a, b = v
+    for x in (a, b):
+        if (x < lo or (lo_open and x == lo)) or (x > hi or (hi_open and x == hi)):
+            raise ValueError(
+                f"{name} values must lie in {_range(lo, hi, lo_open, hi_open)}, got {list(v)}"
+            )
+    if a > b:
+        raise ValueError(f"{name} must be [low, high] with low <= high, got {list(v)}")
+    return v
+
+
+# ----------------------------------------------------------------------------------------- data
+class SplitParams(Section):
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitParams:
+        total = self.train + self.val + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(
+                f"train + val + test must sum to 1, got {self.train} + {self.val} + "
+                f"{self.test} = {total:g}"
+            )
+        return self
+
+
+class DataParams(Section):
+    source: Literal["digits", "image_folder", "cifar10"] = "digits"
+    path: str | None = None
+    image_size: int = Field(16, gt=0, le=1024)
+    channels: Literal[1, 3] = 1
+    split: SplitParams = Field(default_factory=SplitParams)
+
+    @model_validator(mode="after")
+    def _path_for_source(self) -> DataParams:
+        if self.source != "digits" and not self.path:
+            raise ValueError(
+                f"data.path is required when data.source is '{self.source}' "
+                "(an image folder root/<class>/<image>, or the CIFAR-10 python tarball or folder)"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------- model
+class LayerScaleParams(Section):
+    use_layerscale: bool = False
+    init_value: float = Field(0.1, gt=0, le=1)
+    in_predictor: bool = False
+
+
+class PredictorParams(Section):
+    width: int = Field(64, gt=0)
+    depth: int = Field(2, gt=0)
+    heads: int = Field(4, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> PredictorParams:
+        if self.width % self.heads:
+            raise ValueError(
+                f"predictor heads ({self.heads}) must divide predictor width ({self.width})"
+            )
+        return self
+
+
+class LevelParams(Section):
+    depth: int = Field(gt=0)
+    scale: int = Field(1, gt=0)
+    weight: float = Field(1.0, gt=0)
+
+
+class ModelParams(Section):
+    patch_size: int = Field(2, gt=0)
+    width: int = Field(128, gt=0)
+    depth: int = Field(4, gt=0)
+    heads: int = Field(4, gt=0)
+    mlp_ratio: float = Field(4.0, gt=0)
+    drop_path: float = Field(0.0, ge=0, lt=1)
+    pos_embed: Literal["sincos", "learned"] = "sincos"
+    layerscale: LayerScaleParams = Field(default_factory=LayerScaleParams)
+    predictor: PredictorParams = Field(default_factory=PredictorParams)
+    hierarchy: list[LevelParams] = Field(
+        default_factory=lambda: [
+            LevelParams(depth=2, scale=2, weight=0.5),
+            LevelParams(depth=4, scale=1, weight=1.0),
+        ],
+        min_length=1,
+    )
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ModelParams:
+        if self.width % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide width ({self.width})")
+        seen = set()
+        for i, level in enumerate(self.hierarchy):
+            if level.depth > self.depth:
+                raise ValueError(
+                    f"hierarchy[{i}].depth is {level.depth} but the encoder has depth "
+                    f"{self.depth}; level depths must be in 1..{self.depth}"
+                )
+            key = (level.depth, level.scale)
+            if key in seen:
+                raise ValueError(f"hierarchy[{i}] repeats level (depth, scale) = {key}")
+            seen.add(key)
+        return self
+
+
+# ----------------------------------------------------------------------------------------- mask
+class MaskParams(Section):
+    num_targets: int = Field(4, gt=0, le=16)
+    target_scale: tuple[float, float] = (0.15, 0.2)
+    target_aspect: tuple[float, float] = (0.75, 1.5)
+    context_scale: tuple[float, float] = (0.85, 1.0)
+    min_keep: int = Field(4, gt=0)
+    context_batching: Literal["pad", "trim"] = "pad"
+
+    @field_validator("target_scale", "context_scale")
+    @classmethod
+    def _scale(cls, v: tuple[float, float], info: Any) -> tuple[float, float]:
+        return _check_pair(info.field_name, v, 0.0, 1.0, True, False)
+
+    @field_validator("target_aspect")
+    @classmethod
+    def _aspect(cls, v: tuple[float, float], info: Any) -> tuple[float, float]:
+        return _check_pair(info.field_name, v, 0.0, 10.0, True, False)
+
+
+# ---------------------------------------------------------------------------------------- train
+class AugmentParams(Section):
+    crop_scale: tuple[float, float] = (0.7, 1.0)
+    hflip: bool = False
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _crop(cls, v: tuple[float, float], info: Any) -> tuple[float, float]:
+        return _check_pair(info.field_name, v, 0.0, 1.0, True, False)
+
+
+class TrainParams(Section):
+    epochs: int = Field(20, gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(1e-3, gt=0, lt=1)
+    min_lr: float = Field(1e-6, ge=0, lt=1)
+    warmup_epochs: int = Field(2, ge=0)
+    weight_decay_start: float = Field(0.04, ge=0, lt=10)
+    weight_decay_end: float = Field(0.4, ge=0, lt=10)
+    grad_clip: float = Field(1.0, ge=0)
+    checkpoint_every: int = Field(5, gt=0)
+    keep_checkpoints: int = Field(2, gt=0)
+    num_workers: int = Field(0, ge=0, le=64)
+    log_every: int = Field(10, gt=0)
+    compile: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    augment: AugmentParams = Field(default_factory=AugmentParams)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> TrainParams:
+        if self.warmup_epochs >= self.epochs and self.epochs > 1:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) must be smaller than epochs ({self.epochs})"
+            )
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        return self
+
+
+class EmaParams(Section):
+    momentum_start: float = Field(0.996, ge=0, le=1)
+    momentum_end: float = Field(1.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _order(self) -> EmaParams:
+        if self.momentum_start > self.momentum_end:
+            raise ValueError(
+                f"momentum_start ({self.momentum_start}) must not exceed "
+                f"momentum_end ({self.momentum_end})"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------- probe
+class ProbeParams(Section):
+    features: Literal["last", "hierarchy", "last_k"] = "last"
+    last_k: int = Field(2, gt=0)
+    c_values: list[float] = Field(
+        default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1
+    )
+    max_iter: int = Field(1000, gt=0)
+    knn_k: int = Field(20, gt=0)
+    knn_temperature: float = Field(0.07, gt=0)
+    batch_size: int = Field(256, gt=0)
+
+    @field_validator("c_values")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(c <= 0 for c in v):
+            raise ValueError(f"c_values must all be > 0, got {v}")
+        return v
+
+
+# ----------------------------------------------------------------------------------------- root
+class Params(Section):
+    seed: int = Field(0, ge=0, lt=2**32)
+    data: DataParams = Field(default_factory=DataParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    mask: MaskParams = Field(default_factory=MaskParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    ema: EmaParams = Field(default_factory=EmaParams)
+    probe: ProbeParams = Field(default_factory=ProbeParams)
+
+    @model_validator(mode="after")
+    def _cross(self) -> Params:
+        size, patch = self.data.image_size, self.model.patch_size
+        if size % patch:
+            raise ValueError(
+                f"data.image_size ({size}) must be divisible by model.patch_size ({patch})"
+            )
+        grid = size // patch
+        for i, level in enumerate(self.model.hierarchy):
+            if grid % level.scale:
+                raise ValueError(
+                    f"model.hierarchy[{i}].scale ({level.scale}) must divide the token grid "
+                    f"side ({grid} = data.image_size {size} / model.patch_size {patch})"
+                )
+        if self.probe.features == "last_k" and self.probe.last_k > self.model.depth:
+            raise ValueError(
+                f"probe.last_k ({self.probe.last_k}) exceeds model.depth ({self.model.depth})"
+            )
+        return self
+
+    @property
+    def grid_size(self) -> int:
+        """Token grid side: image size over patch size."""
+        return self.data.image_size // self.model.patch_size
+
+
+# ------------------------------------------------------------------------------- error messages
+def _loc_text(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The section class that holds the last element of ``loc`` (for key suggestions)."""
+    cls: Any = Params
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part) if hasattr(cls, "model_fields") else None
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            cls = ann
+        elif args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            cls = args[0]
+        else:
+            return None
+    return cls if isinstance(cls, type) else None
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    loc = tuple(err.get("loc", ()))
+    key = _loc_text(loc) or "(top level)"
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        section = _section_at(loc)
+        allowed = sorted(section.model_fields) if section else []
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        text = f"{key}: unknown key"
+        if hint:
+            text += f"; did you mean '{hint[0]}'?"
+        if allowed:
+            text += f" Allowed keys here: {', '.join(allowed)}."
+        return text
+    value = err.get("input")
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    shown = json.dumps(value, default=str) if not isinstance(value, Mapping) else "{...}"
+    return f"{key} = {shown}: {msg}"
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One paragraph per problem, each naming the dotted key, the value and what is allowed."""
+    lines = [f"{source}: {exc.error_count()} invalid parameter(s):"]
+    lines += [f"  - {_describe(e)}" for e in exc.errors()]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- loading
+def parse_params(raw: Any, source: str = "params") -> Params:
+    """Validate a parsed params mapping; raise ConfigError with a readable message."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        params = Params.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+    params._bind("")
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file (see ``parse_params``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found (run from the project root?)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(raw, str(path))
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a deep copy of ``raw`` with dotted-key overrides applied (``a.b.c: value``).
+
+    A key whose parent is missing or not a section is an error naming the key; validation of the
+    result (unknown leaf keys, ranges) is ``parse_params``'s job.
+    """
+    out: dict[str, Any] = json.loads(json.dumps(raw))
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node: Any = out
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part) if isinstance(node, dict) else None
+            if nxt is None:
+                nxt = {}
+                node[part] = nxt
+            if not isinstance(nxt, dict):
+                raise ConfigError(
+                    f"override '{dotted}': '{'.'.join(parts[: i + 1])}' is a value, not a section"
+                )
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def to_dict(params: Params) -> dict[str, Any]:
+    """Plain, JSON-friendly dict of all params, defaults included (reads are not recorded)."""
+    return json.loads(params.model_dump_json())
+
+
+def leaf_keys(params: Params) -> list[str]:
+    """Every leaf key of the params as DVC names them (lists are leaves)."""
+
+    def walk(node: Any, prefix: str) -> Iterable[str]:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from walk(v, f"{prefix}{k}.")
+        else:
+            yield prefix[:-1]
+
+    return sorted(walk(to_dict(params), ""))

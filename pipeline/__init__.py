@@ -1,0 +1,1 @@
+"""DVC stage entry points (``python -m pipeline.<stage>``): read params, call hjepa, write outs."""
