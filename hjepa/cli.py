@@ -15,7 +15,7 @@ from hjepa import __version__
 from hjepa.errors import UserError
 
 # One module per subcommand under hjepa/commands/, each with register(subparsers).
-COMMANDS = ["params"]
+COMMANDS = ["params", "dag", "doctor"]
 
 
 def build_parser() -> argparse.ArgumentParser:

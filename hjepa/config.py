@@ -241,7 +241,6 @@ class TrainParams(Section):
     keep_checkpoints: int = Field(2, gt=0)
     num_workers: int = Field(0, ge=0, le=64)
     log_every: int = Field(10, gt=0)
-    compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     augment: AugmentParams = Field(default_factory=AugmentParams)
 

@@ -1,0 +1,53 @@
+"""Batched, seeded image augmentation for pretraining: random resized crop and horizontal flip.
+
+Why batched affine resampling instead of per-image PIL transforms: one ``grid_sample`` call per
+batch is fast on CPU and GPU, and drawing every random number from the batch's own
+``torch.Generator`` makes a batch a pure function of its seed, which is what makes kill-and-resume
+bitwise exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from hjepa.config import AugmentParams
+
+_LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
+
+
+class Augmenter:
+    """Random resized crop (area fraction in ``crop_scale``, aspect 3/4..4/3) and optional flip."""
+
+    def __init__(self, params: AugmentParams) -> None:
+        self.crop_scale = tuple(params.crop_scale)
+        self.hflip = bool(params.hflip)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """images: float N×C×H×W. Returns augmented images of the same shape."""
+        n = images.shape[0]
+        lo, hi = self.crop_scale
+        u = torch.rand(n, 5, generator=generator)
+        area = lo + (hi - lo) * u[:, 0]
+        log_ratio = _LOG_RATIO[0] + (_LOG_RATIO[1] - _LOG_RATIO[0]) * u[:, 1]
+        ratio = torch.exp(log_ratio)
+        # Crop width/height as fractions of the image side; clip so the crop fits.
+        w = torch.sqrt(area * ratio).clamp(max=1.0)
+        h = torch.sqrt(area / ratio).clamp(max=1.0)
+        cx = (1 - w) * (2 * u[:, 2] - 1)  # centre in [-(1-w), 1-w] (normalised coordinates)
+        cy = (1 - h) * (2 * u[:, 3] - 1)
+        flip = torch.where(
+            (u[:, 4] < 0.5) & torch.tensor(self.hflip), -torch.ones(n), torch.ones(n)
+        )
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = w * flip
+        theta[:, 0, 2] = cx
+        theta[:, 1, 1] = h
+        theta[:, 1, 2] = cy
+        theta = theta.to(images.device, images.dtype)
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        return F.grid_sample(
+            images, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )

@@ -1,0 +1,111 @@
+"""Pretraining batches: each batch is a pure function of (seed, epoch, batch index).
+
+Why not the usual per-sample Dataset + random sampler + worker RNG: a batch built from its own
+``torch.Generator`` (data order, augmentation and masks all drawn from it) is identical whether
+it is made in the main process or in any DataLoader worker, after a resume, or under DDP (every
+rank builds the same global batch and keeps its own slice, so the global batch stays
+``train.batch_size``). That is what makes resume bitwise exact and DDP match one process.
+Masks are built here, i.e. in the DataLoader's worker processes when ``train.num_workers > 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hjepa.augment import Augmenter
+from hjepa.data.transforms import to_model_input
+from hjepa.masks import MaskGenerator, Masks
+
+
+def batch_seed(seed: int, epoch: int, index: int, stream: int = 0) -> int:
+    """A well-mixed 63-bit seed for one batch (``stream`` separates independent uses)."""
+    state = np.random.SeedSequence([seed, epoch, index, stream]).generate_state(1, np.uint64)
+    return int(state[0] >> 1)
+
+
+def _whole_batch(batch: Batch) -> Batch:
+    return batch
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # float N×C×H×W, augmented model input
+    masks: Masks
+
+    def to(self, device: torch.device) -> Batch:
+        moved = {f.name: getattr(self.masks, f.name).to(device) for f in fields(self.masks)}
+        return Batch(self.images.to(device, non_blocking=True), type(self.masks)(**moved))
+
+
+def slice_masks(masks: Masks, start: int, stop: int) -> Masks:
+    return type(masks)(**{f.name: getattr(masks, f.name)[start:stop] for f in fields(masks)})
+
+
+class PretrainBatches(Dataset):
+    """Indexable by batch number within the current epoch (``set_epoch`` before iterating)."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        batch_size: int,
+        seed: int,
+        masks: MaskGenerator,
+        augment: Augmenter,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size % world_size:
+            raise ValueError(
+                f"train.batch_size ({batch_size}) must be divisible by the number of "
+                f"processes ({world_size})"
+            )
+        if len(images) < batch_size:
+            raise ValueError(
+                f"train.batch_size ({batch_size}) exceeds the {len(images)} training images"
+            )
+        self.images = images
+        self.batch_size = batch_size
+        self.seed = seed
+        self.mask_generator = masks
+        self.augment = augment
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        g = torch.Generator().manual_seed(batch_seed(self.seed, epoch, 0, stream=1))
+        return torch.randperm(len(self.images), generator=g).numpy()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._order = self._permutation(epoch)
+
+    def __len__(self) -> int:
+        return len(self.images) // self.batch_size  # full batches only: steady shapes
+
+    def __getitem__(self, index: int) -> Batch:
+        g = torch.Generator().manual_seed(batch_seed(self.seed, self.epoch, index))
+        idx = np.sort(self._order[index * self.batch_size : (index + 1) * self.batch_size])
+        images = self.augment(to_model_input(self.images[idx]), g)
+        masks = self.mask_generator.sample(self.batch_size, g)
+        per_rank = self.batch_size // self.world_size
+        lo, hi = self.rank * per_rank, (self.rank + 1) * per_rank
+        return Batch(images[lo:hi], slice_masks(masks, lo, hi))
+
+
+def make_loader(batches: PretrainBatches, num_workers: int) -> DataLoader:
+    """A loader over whole batches (no re-batching); workers build images and masks."""
+    return DataLoader(
+        batches,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_whole_batch,
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers else None,
+    )

@@ -1,0 +1,114 @@
+"""Shared fixtures: tiny params, and a throw-away copy of the project as its own git+DVC repo.
+
+End-to-end tests never touch this checkout's DVC state: they copy the tracked files (plus any
+untracked, non-ignored ones, so uncommitted work is tested too) into a temporary directory, write
+tiny params there, make a first commit, and run DVC / Prefect inside it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hjepa.config import apply_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Small enough that every stage takes seconds on 2 CPU cores.
+TINY_OVERRIDES: dict[str, Any] = {
+    "data.image_size": 8,
+    "model.patch_size": 2,
+    "model.width": 16,
+    "model.depth": 2,
+    "model.heads": 2,
+    "model.predictor.width": 8,
+    "model.predictor.depth": 1,
+    "model.predictor.heads": 2,
+    "model.hierarchy": [
+        {"depth": 1, "scale": 2, "weight": 0.5},
+        {"depth": 2, "scale": 1, "weight": 1.0},
+    ],
+    "train.epochs": 2,
+    "train.warmup_epochs": 1,
+    "train.batch_size": 128,
+    "train.checkpoint_every": 1,
+    "train.log_every": 2,
+    "train.num_workers": 0,
+    "probe.c_values": [1.0],
+    "probe.max_iter": 200,
+    "probe.knn_k": 5,
+}
+
+ENV = {
+    "DVC_NO_ANALYTICS": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "GIT_AUTHOR_NAME": "hjepa-tests",
+    "GIT_AUTHOR_EMAIL": "tests@localhost",
+    "GIT_COMMITTER_NAME": "hjepa-tests",
+    "GIT_COMMITTER_EMAIL": "tests@localhost",
+}
+
+
+def tiny_params(**overrides: Any) -> dict[str, Any]:
+    """The project's params.yaml with TINY_OVERRIDES and then ``overrides`` (dotted keys)."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = apply_overrides(raw, TINY_OVERRIDES)
+    return apply_overrides(raw, overrides)
+
+
+def project_env() -> dict[str, str]:
+    """Environment for subprocesses: offline settings, git identity, this venv's bin on PATH."""
+    env = dict(os.environ)
+    env.update(ENV)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _project_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
+    """Run a command in ``cwd`` with ``project_env()``; on failure show its output."""
+    proc = subprocess.run(cmd, cwd=cwd, env=project_env(), capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n"
+            f"--- stderr\n{proc.stderr}"
+        )
+    return proc
+
+
+@pytest.fixture
+def make_project(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_project(**dotted_overrides)`` → path of a committed temp project copy."""
+
+    def factory(commit: bool = True, **overrides: Any) -> Path:
+        dest = tmp_path / "project"
+        for rel in _project_files():
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, target)
+        (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params(**overrides), sort_keys=False))
+        run(["git", "init", "-q", "-b", "main"], dest)
+        if commit:
+            run(["git", "add", "-A"], dest)
+            run(["git", "commit", "-q", "-m", "test project"], dest)
+        return dest
+
+    return factory
