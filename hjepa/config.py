@@ -119,19 +119,11 @@ class SplitParams(Section):
 
 class DataParams(Section):
     source: Literal["digits", "image_folder", "cifar10"] = "digits"
-    path: str | None = None
+    path: str = Field("data/raw", min_length=1)
     image_size: int = Field(16, gt=0, le=1024)
     channels: Literal[1, 3] = 1
     split: SplitParams = Field(default_factory=SplitParams)
 
-    @model_validator(mode="after")
-    def _path_for_source(self) -> DataParams:
-        if self.source != "digits" and not self.path:
-            raise ValueError(
-                f"data.path is required when data.source is '{self.source}' "
-                "(an image folder root/<class>/<image>, or the CIFAR-10 python tarball or folder)"
-            )
-        return self
 
 
 # ---------------------------------------------------------------------------------------- model

@@ -68,7 +68,7 @@ def test_unknown_top_level_section():
         ({"mask.target_scale": [0.3, 0.1]}, "low <= high"),
         ({"ema.momentum_start": 1.0, "ema.momentum_end": 0.99}, "momentum_start"),
         ({"model.hierarchy": [{"depth": 9, "scale": 1, "weight": 1.0}]}, "hierarchy[0].depth"),
-        ({"data.source": "image_folder"}, "data.path is required"),
+        ({"data.path": None}, "data.path"),
     ],
 )
 def test_bad_values_name_key_and_rule(overrides, needle):

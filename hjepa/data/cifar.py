@@ -1,0 +1,165 @@
+"""CIFAR-10 from the official python archive (``cifar-10-python.tar.gz``) or its extracted folder.
+
+Safety, because both the archive and its pickles come from outside:
+- every archive member is vetted before anything is read: a name with ``..`` or an absolute path
+  is refused outright, and every member must pass tarfile's ``"data"`` extraction filter
+  (no links leaving the archive, no devices); members are then read in memory, never extracted;
+- the batches are unpickled with an allow-list unpickler that can build only dicts, lists,
+  strings, numbers and numpy arrays, so a crafted pickle cannot run code.
+
+The official train/test division is not kept: all six batches are pooled and re-split by the
+project's own seeded, stratified split, so CIFAR-10 follows the same ``data.split`` fractions and
+leakage rules as every other source. The ``source`` of an image is ``cifar10:<batch>:<i>``.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from hjepa.data.images import to_stored
+from hjepa.data.sources import RawImages
+from hjepa.errors import UserError
+
+FOLDER = "cifar-10-batches-py"
+BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+META = "batches.meta"
+
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickler that refuses every global outside a small allow-list (no code execution)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refused to load '{module}.{name}'")
+        return super().find_class(module, name)
+
+
+def _unpickle(data: bytes, where: str) -> dict[bytes, Any]:
+    try:
+        obj = _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except Exception as exc:  # any decoding problem is the file's fault, not a bug here
+        raise UserError(f"{where}: not a CIFAR-10 python batch ({exc})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{where}: expected a pickled dict, got {type(obj).__name__}")
+    return {k.encode() if isinstance(k, str) else k: v for k, v in obj.items()}
+
+
+def _vet_member(member: tarfile.TarInfo, archive: Path) -> None:
+    name = PurePosixPath(member.name)
+    if name.is_absolute() or ".." in name.parts:
+        raise UserError(
+            f"{archive}: refusing archive member '{member.name}' (absolute path or '..'); "
+            "use the official CIFAR-10 python tarball"
+        )
+    try:
+        tarfile.data_filter(member, "/cifar-extract")
+    except tarfile.FilterError as exc:
+        raise UserError(
+            f"{archive}: refusing archive member '{member.name}' ({exc}); "
+            "use the official CIFAR-10 python tarball"
+        ) from None
+
+
+def _read_members(path: Path) -> dict[str, bytes]:
+    """Bytes of the batches and meta, from the tarball or an (extracted) folder."""
+    wanted = [*BATCHES, META]
+    if path.is_dir():
+        folder = path / FOLDER if (path / FOLDER).is_dir() else path
+        missing = [n for n in wanted if not (folder / n).is_file()]
+        if missing:
+            raise UserError(
+                f"data.path {folder}: not a CIFAR-10 python folder; missing {', '.join(missing)}"
+            )
+        return {n: (folder / n).read_bytes() for n in wanted}
+    try:
+        tar = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by the `with` below)
+    except (tarfile.TarError, OSError) as exc:
+        raise UserError(f"data.path {path}: not a readable tar archive ({exc})") from None
+    with tar:
+        try:
+            members = tar.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise UserError(f"data.path {path}: corrupt or truncated tar archive ({exc})") from None
+        for member in members:
+            _vet_member(member, path)
+        by_name = {m.name: m for m in members if m.isfile()}
+        names = {n: f"{FOLDER}/{n}" for n in wanted}
+        missing = [full for full in names.values() if full not in by_name]
+        if missing:
+            raise UserError(
+                f"data.path {path}: not the CIFAR-10 python tarball; missing member(s) "
+                f"{', '.join(missing)}"
+            )
+        out = {}
+        for short, full in names.items():
+            handle = tar.extractfile(by_name[full])
+            try:
+                out[short] = handle.read() if handle else b""
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise UserError(f"{path}: member '{full}' is truncated ({exc})") from None
+        return out
+
+
+def _batch_arrays(batch: dict[bytes, Any], where: str) -> tuple[np.ndarray, np.ndarray]:
+    data, labels = batch.get(b"data"), batch.get(b"labels")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
+        raise UserError(f"{where}: b'data' must be an N×3072 uint8 array")
+    if data.shape[1] != 3 * 32 * 32:
+        raise UserError(f"{where}: b'data' rows have {data.shape[1]} values, expected 3072")
+    if labels is None or len(labels) != len(data):
+        raise UserError(f"{where}: b'labels' must have one label per row of b'data'")
+    label_arr = np.asarray(labels, dtype=np.int64)
+    if label_arr.size and (label_arr.min() < 0 or label_arr.max() > 9):
+        raise UserError(f"{where}: labels must be in 0..9, got {sorted(set(label_arr.tolist()))}")
+    return data, label_arr
+
+
+def load_cifar10(path: str | Path, size: int, channels: int) -> RawImages:
+    """All 60,000 CIFAR-10 images (train and test batches pooled; see module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"data.path {path}: CIFAR-10 tarball or folder not found")
+    raw = _read_members(path)
+    meta = _unpickle(raw[META], f"{path}:{META}")
+    names = meta.get(b"label_names")
+    if not isinstance(names, list) or len(names) != 10:
+        raise UserError(f"{path}:{META}: b'label_names' must list the 10 class names")
+    class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+    images, labels, sources = [], [], []
+    for batch_name in BATCHES:
+        where = f"{path}:{batch_name}"
+        data, batch_labels = _batch_arrays(_unpickle(raw[batch_name], where), where)
+        chw = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # channel-major → H×W×C
+        for i, pixels in enumerate(tqdm(chw, desc=batch_name, unit="img")):
+            images.append(to_stored(Image.fromarray(np.ascontiguousarray(pixels)), size, channels))
+            sources.append(f"cifar10:{batch_name}:{i}")
+        labels.append(batch_labels)
+    return RawImages(
+        images=np.stack(images),
+        labels=np.concatenate(labels),
+        sources=sources,
+        class_names=class_names,
+        class_origins=[f"cifar10 class '{n}'" for n in class_names],
+        source="cifar10",
+    )

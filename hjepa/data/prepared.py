@@ -1,0 +1,165 @@
+"""``data/prepared/``: writing it as a whole, and the reader API used by pretraining and probe.
+
+Layout: per split ``<split>_images.npy`` (uint8 N×H×W×C, memory-mappable) and
+``<split>_labels.npy`` (int64 N), ``classes.json`` (class names, index = label) and
+``manifest.csv`` (see ``hjepa.data.manifest``).
+
+Why the whole folder is swapped in one rename: the files only make sense together (a manifest
+from one run with arrays from another would silently mislabel images). The new folder is built
+beside the old one and renamed into place; on any failure the temp folder is removed and the
+previous output is untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hjepa.data.split import SPLITS
+from hjepa.errors import UserError
+
+PREPARED_DIR = Path("data/prepared")
+CLASSES_FILE = "classes.json"
+MANIFEST_FILE = "manifest.csv"
+
+
+def images_file(split: str) -> str:
+    return f"{split}_images.npy"
+
+
+def labels_file(split: str) -> str:
+    return f"{split}_labels.npy"
+
+
+def expected_files() -> list[str]:
+    """Every file a complete ``data/prepared`` holds."""
+    per_split = [f(s) for s in SPLITS for f in (images_file, labels_file)]
+    return [*per_split, CLASSES_FILE, MANIFEST_FILE]
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's entry to disk (folders: best effort, not all OSes allow it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_prepared(
+    root: str | Path,
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]],
+    class_names: list[str],
+    manifest: pd.DataFrame,
+) -> None:
+    """Write the whole folder atomically (see module docstring). ``arrays[split] = (images,
+    labels)``; the caller has validated everything already."""
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    old: Path | None = None
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; give it normal permissions
+        for split in SPLITS:
+            images, labels = arrays[split]
+            np.save(tmp / images_file(split), np.ascontiguousarray(images), allow_pickle=False)
+            np.save(tmp / labels_file(split), labels.astype(np.int64), allow_pickle=False)
+        (tmp / CLASSES_FILE).write_text(json.dumps(list(class_names), indent=2) + "\n")
+        manifest.to_csv(tmp / MANIFEST_FILE, index=False, lineterminator="\n")
+        for name in expected_files():
+            _fsync(tmp / name)
+        _fsync(tmp)
+        if root.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
+            os.replace(root, old / root.name)
+        try:
+            os.replace(tmp, root)
+        except BaseException:
+            if old is not None:
+                os.replace(old / root.name, root)  # put the previous output back
+            raise
+        _fsync(root.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _require(root: Path, names: list[str]) -> None:
+    missing = [n for n in names if not (root / n).is_file()]
+    if missing:
+        state = "missing" if not root.is_dir() else f"incomplete (no {', '.join(missing)})"
+        raise UserError(f"{root}: prepared data is {state}; run `dvc repro prepare`")
+
+
+def load_split(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 N×H×W×C, memory-mapped read-only; labels int64 N) of one split."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
+    root = Path(root)
+    _require(root, expected_files())
+    try:
+        images = np.load(root / images_file(split), mmap_mode="r", allow_pickle=False)
+        labels = np.load(root / labels_file(split), allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise UserError(
+            f"{root}: cannot read the {split} arrays ({exc}); run `dvc repro prepare`"
+        ) from None
+    if images.dtype != np.uint8 or images.ndim != 4 or labels.shape != (len(images),):
+        raise UserError(
+            f"{root}: {split} arrays are inconsistent (images {images.dtype} {images.shape}, "
+            f"labels {labels.shape}); run `dvc repro prepare`"
+        )
+    return images, labels.astype(np.int64, copy=False)
+
+
+def class_names(root: str | Path) -> list[str]:
+    """Class names, index = label."""
+    root = Path(root)
+    _require(root, expected_files())
+    try:
+        names = json.loads((root / CLASSES_FILE).read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{root / CLASSES_FILE}: not valid JSON ({exc}); run `dvc repro prepare`"
+        ) from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{root / CLASSES_FILE}: expected a list of class names")
+    return names
+
+
+def load_manifest(root: str | Path) -> pd.DataFrame:
+    """The manifest, with the dtypes it was validated with."""
+    root = Path(root)
+    _require(root, expected_files())
+    return pd.read_csv(
+        root / MANIFEST_FILE,
+        dtype={
+            "index": np.int64,
+            "label": np.int64,
+            "split": str,
+            "class_name": str,
+            "source": str,
+            "sha256": str,
+        },
+        keep_default_na=False,
+    )
