@@ -15,7 +15,7 @@ from hjepa import __version__
 from hjepa.errors import UserError
 
 # One module per subcommand under hjepa/commands/, each with register(subparsers).
-COMMANDS = ["params", "dag", "doctor"]
+COMMANDS = ["params", "dag", "doctor", "compare", "audit"]
 
 
 def build_parser() -> argparse.ArgumentParser:

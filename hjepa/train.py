@@ -183,7 +183,9 @@ class Pretrainer:
         paths: PretrainPaths = PretrainPaths(),
         log: Callable[[str], None] = print,
         experiment: str | None = None,
+        train_images: np.ndarray | None = None,
     ) -> None:
+        """``train_images`` (uint8 N×H×W×C) replaces the prepared train split (benchmarks)."""
         self.params = params
         self.paths = paths
         self.log = log
@@ -204,7 +206,7 @@ class Pretrainer:
         self.num_workers = t.num_workers
 
         _seed_everything(params.seed)
-        images, _ = load_split(paths.data_dir, "train")
+        images = train_images if train_images is not None else load_split(paths.data_dir, "train")[0]
         self.batches = PretrainBatches(
             images,
             batch_size=t.batch_size,
@@ -286,7 +288,7 @@ class Pretrainer:
             self.log(f"resuming from {point.path} (epoch {self.start_epoch}/{self.epochs})")
 
     # ------------------------------------------------------------------------ the loop
-    def _set_schedules(self, step: int) -> tuple[float, float]:
+    def set_schedules(self, step: int) -> tuple[float, float]:
         lr = lr_at(step, self.total_steps, self.warmup_steps, self.lr, self.min_lr)
         wd = cosine_at(step, self.total_steps, *self.wd)
         for group in self.optimizer.param_groups:
@@ -294,7 +296,7 @@ class Pretrainer:
             group["weight_decay"] = wd if group["decays"] else 0.0
         return lr, wd
 
-    def _step(self, images: torch.Tensor, masks: Any, step: int) -> tuple[Any, torch.Tensor]:
+    def train_step(self, images: torch.Tensor, masks: Any, step: int) -> tuple[Any, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             out = self.train_model(images, masks)
         self.optimizer.zero_grad(set_to_none=True)
@@ -336,9 +338,9 @@ class Pretrainer:
                 for i, batch in enumerate(loader):
                     wait += time.perf_counter() - t_fetch
                     step = epoch * self.steps_per_epoch + i
-                    lr, wd = self._set_schedules(step)
+                    lr, wd = self.set_schedules(step)
                     batch = batch.to(self.device)
-                    out, grad_norm = self._step(batch.images, batch.masks, step)
+                    out, grad_norm = self.train_step(batch.images, batch.masks, step)
                     m = momentum_at(step, self.total_steps, *self.momentum)
                     sums += torch.stack(
                         [out.loss.detach().float(), out.target_std.float()]
@@ -350,7 +352,7 @@ class Pretrainer:
                         self._log_step(writer, step + 1, out, lr, wd, m, ips, grad_norm)
                         bar.set_postfix(
                             epoch=f"{epoch + 1}/{self.epochs}",
-                            loss=f"{float(out.loss):.4f}",
+                            loss=f"{float(out.loss.detach()):.4f}",
                             img_s=f"{ips:.0f}",
                         )
                     bar.update(1)
@@ -446,7 +448,7 @@ class Pretrainer:
         ips: float,
         grad_norm: torch.Tensor,
     ) -> None:
-        writer.add_scalar("loss/total", float(out.loss), step)
+        writer.add_scalar("loss/total", float(out.loss.detach()), step)
         for i, v in enumerate(out.level_losses):
             writer.add_scalar(f"loss/level_{i}", float(v), step)
         writer.add_scalar("schedule/lr", lr, step)

@@ -112,3 +112,49 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
         return dest
 
     return factory
+
+
+def write_params(path: Path, **overrides: Any) -> Path:
+    """Write tiny params (plus dotted overrides) to ``path``."""
+    path.write_text(yaml.safe_dump(tiny_params(**overrides), sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def prepared_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding data/prepared for the tiny params (digits), made once per session."""
+    work = tmp_path_factory.mktemp("prepared")
+    write_params(work / "params.yaml")
+    env = project_env()
+    env["HJEPA_PARAMS"] = str(work / "params.yaml")
+    env["PYTHONPATH"] = str(ROOT)
+    subprocess.run(
+        [sys.executable, "-m", "pipeline.prepare"], cwd=work, env=env, check=True,
+        capture_output=True,
+    )
+    return work / "data" / "prepared"
+
+
+def stage_dir(tmp_path: Path, prepared: Path, **overrides: Any) -> Path:
+    """A working directory with tiny params and a link to the prepared data."""
+    (tmp_path / "data").mkdir(exist_ok=True)
+    link = tmp_path / "data" / "prepared"
+    if not link.exists():
+        link.symlink_to(prepared, target_is_directory=True)
+    write_params(tmp_path / "params.yaml", **overrides)
+    return tmp_path
+
+
+def run_stage_subprocess(
+    module: str, cwd: Path, check: bool = True, **kw: Any
+) -> subprocess.CompletedProcess:
+    """``python -m <module>`` in ``cwd`` with this checkout importable."""
+    env = project_env()
+    env["PYTHONPATH"] = str(ROOT)
+    env["HJEPA_PARAMS"] = str(cwd / "params.yaml")
+    proc = subprocess.run(
+        [sys.executable, "-m", module], cwd=cwd, env=env, capture_output=True, text=True, **kw
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc

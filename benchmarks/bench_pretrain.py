@@ -1,0 +1,192 @@
+"""Pretraining step benchmark: images/s, step time, FLOPs, and the fraction of matmul peak.
+
+Times the real training step of hjepa.train (batches built by the same DataLoader path with
+augmentation and masks, forward, loss, backward, AdamW, EMA update) after warm-up, and in the
+same run measures a large fp32 and bf16 matmul as the machine's peak. Prints one JSON line per
+config.
+
+    python benchmarks/bench_pretrain.py                      # default (params.yaml), anchor, vit-s
+    python benchmarks/bench_pretrain.py --config anchor --steps 30
+    python benchmarks/bench_pretrain.py --config vit-b       # CUDA (bf16 autocast) only
+
+Images are synthetic uint8 arrays of the config's shape: the step's cost does not depend on the
+pixel values, and this keeps the benchmark independent of `dvc repro`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hjepa.config import apply_overrides, parse_params  # noqa: E402
+from hjepa.train import PretrainPaths, Pretrainer  # noqa: E402
+
+ANCHOR = {
+    "data.image_size": 32,
+    "data.channels": 3,
+    "model.patch_size": 4,
+    "model.width": 192,
+    "model.depth": 6,
+    "model.heads": 3,
+    "model.mlp_ratio": 4.0,
+    "model.predictor.width": 96,
+    "model.predictor.depth": 3,
+    "model.predictor.heads": 3,
+    "model.hierarchy": [{"depth": 6, "scale": 1, "weight": 1.0}],
+    "train.batch_size": 64,
+    "mask.num_targets": 4,
+    "mask.target_scale": [0.15, 0.2],
+    "mask.target_aspect": [0.75, 1.5],
+    "mask.context_scale": [0.85, 1.0],
+    "mask.context_batching": "trim",
+}
+CONFIGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "anchor": ANCHOR,
+    "vit-s": {
+        **ANCHOR,
+        "model.width": 384,
+        "model.depth": 12,
+        "model.heads": 6,
+        "model.predictor.width": 192,
+        "model.predictor.depth": 6,
+        "model.predictor.heads": 6,
+        "model.hierarchy": [{"depth": 12, "scale": 1, "weight": 1.0}],
+    },
+    "vit-b": {
+        **ANCHOR,
+        "data.image_size": 224,
+        "model.patch_size": 16,
+        "model.width": 768,
+        "model.depth": 12,
+        "model.heads": 12,
+        "model.predictor.width": 384,
+        "model.predictor.depth": 6,
+        "model.predictor.heads": 12,
+        "model.hierarchy": [{"depth": 12, "scale": 1, "weight": 1.0}],
+        "train.batch_size": 128,
+    },
+}
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """FLOP/s of a large square matmul (best of several)."""
+    n = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(6):
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        _sync(device)
+        best = min(best, (time.perf_counter() - t) / 3)
+    return 2 * n**3 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def build(config: str, device: str) -> Pretrainer:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = apply_overrides(raw, {**CONFIGS[config], "train.device": device})
+    params = parse_params(raw, f"config {config}")
+    b, s, c = params.train.batch_size, params.data.image_size, params.data.channels
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(max(4 * b, 256), s, s, c), dtype=np.uint8)
+    return Pretrainer(params, PretrainPaths(), log=lambda m: None, train_images=images)
+
+
+def bench(config: str, steps: int, warmup: int, device: str) -> dict[str, Any]:
+    trainer = build(config, device)
+    dev = trainer.device
+    from hjepa.batches import make_loader
+
+    batch_size = trainer.batches.batch_size
+
+    def batches():
+        epoch = 0
+        while True:
+            trainer.batches.set_epoch(epoch)
+            yield from make_loader(trainer.batches, trainer.num_workers)
+            epoch += 1
+
+    it = batches()
+    first = next(it).to(dev)
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(first.images, first.masks, 0)
+    flops_per_image = counter.get_total_flops() / batch_size
+
+    times, waits = [], []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        batch = next(it).to(dev)
+        t1 = time.perf_counter()
+        trainer.set_schedules(i)
+        out, _ = trainer.train_step(batch.images, batch.masks, i)
+        _sync(dev)
+        t2 = time.perf_counter()
+        if i >= warmup:
+            times.append(t2 - t0)
+            waits.append(t1 - t0)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    peak32 = matmul_peak(dev, torch.float32)
+    peak16 = matmul_peak(dev, torch.bfloat16)
+    med = statistics.median(times)
+    achieved = flops_per_image * batch_size / med
+    peak = peak16 if dtype == torch.bfloat16 else peak32
+    return {
+        "config": config,
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "dtype": str(dtype).removeprefix("torch."),
+        "batch_size": batch_size,
+        "images_per_s": round(batch_size / med, 1),
+        "step_ms": {
+            "min": round(1e3 * min(times), 2),
+            "median": round(1e3 * med, 2),
+            "max": round(1e3 * max(times), 2),
+        },
+        "data_wait_frac": round(sum(waits) / sum(times), 4),
+        "gflops_per_image": round(flops_per_image / 1e9, 4),
+        "achieved_gflops": round(achieved / 1e9, 1),
+        "peak_fp32_gflops": round(peak32 / 1e9, 1),
+        "peak_bf16_gflops": round(peak16 / 1e9, 1),
+        "fraction_of_peak": round(achieved / peak, 3),
+        "final_loss": round(float(out.loss), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--config", action="append", choices=sorted(CONFIGS), help="repeatable; default: all CPU"
+    )
+    parser.add_argument("--steps", type=int, default=20, help="timed steps (median over them)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args()
+    configs = args.config or ["default", "anchor", "vit-s"]
+    for name in configs:
+        print(json.dumps(bench(name, args.steps, args.warmup, args.device)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The H-JEPA composite: context encoder, EMA target encoder, hierarchical predictor, loss.
+
+One forward step (``HJEPA.forward``):
+
+1. The context encoder runs on the context tokens only (``masks.context_idx``; padding hidden).
+2. Under ``torch.no_grad`` the target encoder runs on the FULL image and returns the outputs of
+   every block that a hierarchy level names. Level ``l`` = (depth, scale, weight): its target is
+   the output of block ``depth`` (for the last block: after the encoder's final norm, exactly as
+   I-JEPA takes it), a parameter-free layer norm over channels, then ``scale×scale`` average
+   pooling on the token grid.
+3. Target positions per level: at scale 1 the target block's own tokens (``masks.target_idx``);
+   at scale ``s`` > 1 the coarse cells the block touches (any of its tokens lies in the cell).
+   Blocks of one batch may touch different numbers of cells, so each level's cells are packed
+   ascending and padded to the batch maximum with a flag (``coarse_targets``); padding is
+   excluded from attention keys and from the loss.
+4. The predictor predicts all levels in one pass; loss = Σ weight_l · smoothL1_l (hjepa.loss).
+
+The target encoder is kept in eval mode (no stochastic depth in the teacher) and never receives
+gradients; ``hjepa.ema.ema_update`` moves it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hjepa.config import Params
+from hjepa.loss import hierarchical_loss
+from hjepa.models.encoder import Encoder, build_encoder, encoder_arch, gather_tokens
+from hjepa.models.predictor import Predictor, pool_grid
+
+if TYPE_CHECKING:
+    from hjepa.masks import Masks
+
+__all__ = ["HJEPA", "JEPAOutput", "coarse_targets", "feature_std"]
+
+
+@dataclass
+class JEPAOutput:
+    """``loss``: differentiable weighted sum; ``level_losses``: detached, hierarchy order;
+    ``target_std``: detached collapse signal (see ``feature_std``)."""
+
+    loss: Tensor
+    level_losses: list[Tensor]
+    target_std: Tensor
+
+
+def coarse_targets(
+    target_idx: Tensor, target_pad: Tensor, grid_size: int, scale: int
+) -> tuple[Tensor, Tensor]:
+    """Cells of the ``scale``-pooled grid touched by each target block.
+
+    ``target_idx``/``target_pad`` (B, T, Nt) on the fine grid → (B, T, K) ascending cell indices
+    on the (grid/scale)² grid and their pad flags, K = the most cells any block touches; padded
+    entries hold a valid (unused) cell index.
+    """
+    if scale == 1:
+        return target_idx, target_pad
+    side = grid_size // scale
+    rows, cols = target_idx // grid_size, target_idx % grid_size
+    cell = (rows // scale) * side + cols // scale
+    hits = torch.zeros(*target_idx.shape[:2], side * side, dtype=torch.int32, device=cell.device)
+    hits.scatter_add_(2, cell, (~target_pad).to(torch.int32))
+    touched = hits > 0
+    count = touched.sum(-1)
+    k = int(count.max())
+    order = torch.sort((~touched).to(torch.uint8), dim=-1, stable=True).indices[..., :k]
+    pad = torch.arange(k, device=cell.device) >= count.unsqueeze(-1)
+    return order, pad
+
+
+def feature_std(features: Tensor) -> Tensor:
+    """Mean over channels of the std across all (batch × token) rows: ~0 means collapse."""
+    flat = features.float().reshape(-1, features.shape[-1])
+    return flat.std(dim=0).mean()
+
+
+class HJEPA(nn.Module):
+    """Context encoder + EMA target encoder + predictor for ``params`` (module docstring)."""
+
+    def __init__(self, params: Params) -> None:
+        super().__init__()
+        m = params.model
+        ls = m.layerscale
+        arch = encoder_arch(params)
+        self.grid_size = params.grid_size
+        self.depth = int(arch["depth"])
+        self.levels = [(lv.depth, lv.scale, lv.weight) for lv in m.hierarchy]
+        self.context_encoder: Encoder = build_encoder(arch)
+        self.target_encoder: Encoder = copy.deepcopy(self.context_encoder)
+        self.target_encoder.requires_grad_(False)
+        self.target_encoder.eval()
+        p = m.predictor
+        self.predictor = Predictor(
+            encoder_width=int(arch["width"]),
+            grid_size=self.grid_size,
+            width=p.width,
+            depth=p.depth,
+            heads=p.heads,
+            mlp_ratio=float(arch["mlp_ratio"]),
+            layerscale_init=ls.init_value if ls.in_predictor else None,
+            pos_embed=str(arch["pos_embed"]),
+            scales=[s for _, s, _ in self.levels],
+        )
+
+    def train(self, mode: bool = True) -> HJEPA:
+        """Switch context encoder and predictor; the target encoder always stays in eval mode."""
+        super().train(mode)
+        self.target_encoder.eval()
+        return self
+
+    @torch.no_grad()
+    def targets(self, images: Tensor) -> list[Tensor]:
+        """Per level: layer-normed, pooled target features on that level's grid (B, cells, D)."""
+        wanted = sorted({d for d, _, _ in self.levels if d != self.depth})
+        out = self.target_encoder(images, return_blocks=wanted)
+        feats = []
+        for depth, scale, _ in self.levels:
+            h = out.tokens if depth == self.depth else out.blocks[depth]
+            h = F.layer_norm(h, (h.shape[-1],))
+            feats.append(pool_grid(h, self.grid_size, scale))
+        return feats
+
+    def forward(self, images: Tensor, masks: Masks) -> JEPAOutput:
+        context = self.context_encoder(
+            images, keep_idx=masks.context_idx, pad_mask=masks.context_pad
+        ).tokens
+        feats = self.targets(images)
+        queries = [
+            coarse_targets(masks.target_idx, masks.target_pad, self.grid_size, scale)
+            for _, scale, _ in self.levels
+        ]
+        preds = self.predictor(context, masks.context_idx, masks.context_pad, queries)
+        targets = [gather_tokens(f, idx) for f, (idx, _) in zip(feats, queries, strict=True)]
+        loss, level_losses = hierarchical_loss(
+            preds, targets, [pad for _, pad in queries], [w for _, _, w in self.levels]
+        )
+        return JEPAOutput(loss=loss, level_losses=level_losses, target_std=feature_std(feats[-1]))

@@ -1,0 +1,244 @@
+"""Pretraining: learning, exact kill-and-resume, params-bound checkpoints, EMA, TensorBoard, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, project_env, run_stage_subprocess, stage_dir, tiny_params
+
+from hjepa.checkpoint import list_checkpoints
+from hjepa.config import parse_params
+from hjepa.train import PretrainPaths, Pretrainer
+
+
+def paths_in(d: Path) -> PretrainPaths:
+    return PretrainPaths(
+        data_dir=d / "data" / "prepared",
+        checkpoints=d / "models" / "checkpoints",
+        encoder=d / "models" / "encoder_ema.pt",
+        metrics=d / "metrics" / "pretrain.json",
+        log_tsv=d / "metrics" / "pretrain_log.tsv",
+        runs=d / "runs",
+    )
+
+
+def encoder_state(d: Path) -> dict[str, torch.Tensor]:
+    return torch.load(d / "models" / "encoder_ema.pt", weights_only=True)["state_dict"]
+
+
+def log_rows(d: Path) -> list[dict[str, str]]:
+    with open(d / "metrics" / "pretrain_log.tsv") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+DETERMINISTIC = ("epoch", "step", "loss", "loss_level_0", "loss_level_1", "lr", "target_std")
+
+
+def test_loss_decreases_on_digits(tmp_path, prepared_digits):
+    d = stage_dir(tmp_path, prepared_digits)
+    params = parse_params(tiny_params(**{"train.epochs": 6, "train.batch_size": 64}))
+    metrics = Pretrainer(params, paths_in(d), log=lambda m: None).run()
+    rows = log_rows(d)
+    losses = [float(r["loss"]) for r in rows]
+    assert len(losses) == 6
+    # A real decrease: the last epochs' mean loss is clearly below the first epoch's.
+    assert sum(losses[-2:]) / 2 < 0.8 * losses[0], losses
+    n_train = len(__import__("numpy").load(prepared_digits / "train_labels.npy"))
+    assert metrics["steps"] == 6 * (n_train // 64)
+    assert (d / "models" / "encoder_ema.pt").is_file()
+    saved = json.loads((d / "metrics" / "pretrain.json").read_text())
+    assert saved["epochs"] == 6 and "loss_level_1" in saved and saved["images_per_s"] > 0
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    start = time.time()
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended before {path} appeared: {proc.stderr.read()}")
+        if time.time() - start > timeout:
+            raise AssertionError(f"timed out waiting for {path}")
+        time.sleep(0.02)
+
+
+def _uninterrupted(tmp_path: Path, prepared: Path, **overrides) -> Path:
+    (tmp_path / "ref").mkdir()
+    ref = stage_dir(tmp_path / "ref", prepared, **overrides)
+    run_stage_subprocess("pipeline.pretrain", ref)
+    return ref
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_sigkill_after_checkpoint_then_resume_is_bitwise_identical(tmp_path, prepared_digits, workers):
+    overrides = {"train.epochs": 4, "train.checkpoint_every": 1, "train.num_workers": workers}
+    ref = _uninterrupted(tmp_path, prepared_digits, **overrides)
+
+    (tmp_path / "run").mkdir()
+    d = stage_dir(tmp_path / "run", prepared_digits, **overrides)
+    env = project_env()
+    env["PYTHONPATH"] = str(ROOT)
+    env["HJEPA_PARAMS"] = str(d / "params.yaml")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.pretrain"], cwd=d, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    _wait_for(d / "models" / "checkpoints" / "ckpt_epoch0002.pt.sha256", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (d / "models" / "encoder_ema.pt").exists()  # it really died before the end
+
+    resumed = run_stage_subprocess("pipeline.pretrain", d)
+    assert "resuming from" in resumed.stderr + resumed.stdout
+    a, b = encoder_state(ref), encoder_state(d)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ref_rows, rows = log_rows(ref), log_rows(d)
+    assert [[r[c] for c in DETERMINISTIC] for r in rows] == [
+        [r[c] for c in DETERMINISTIC] for r in ref_rows
+    ]
+
+
+def test_mid_write_kill_and_corrupt_checkpoint_fall_back(tmp_path, prepared_digits):
+    overrides = {"train.epochs": 3, "train.checkpoint_every": 1, "train.keep_checkpoints": 3}
+    ref = _uninterrupted(tmp_path, prepared_digits, **overrides)
+    (tmp_path / "run").mkdir()
+    d = stage_dir(tmp_path / "run", prepared_digits, **overrides)
+    # Leave the state a crash would: epoch 1 and 2 good, epoch 3 corrupt, a half-written temp file.
+    run_stage_subprocess("pipeline.pretrain", d)
+    ckpts = d / "models" / "checkpoints"
+    (d / "models" / "encoder_ema.pt").unlink()
+    last = ckpts / "ckpt_epoch0003.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])  # truncated
+    (ckpts / ".ckpt_epoch0003.pt.abc.tmp").write_bytes(b"partial")
+    second = ckpts / "ckpt_epoch0002.pt"
+    flipped = bytearray(second.read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF  # corrupt, same size
+    second.write_bytes(bytes(flipped))
+
+    out = run_stage_subprocess("pipeline.pretrain", d)
+    text = out.stdout + out.stderr
+    assert "ckpt_epoch0003.pt skipped: size" in text
+    assert "ckpt_epoch0002.pt skipped: sha256 mismatch" in text
+    assert "resuming from" in text and "ckpt_epoch0001.pt" in text
+    assert not (ckpts / ".ckpt_epoch0003.pt.abc.tmp").exists()
+    a, b = encoder_state(ref), encoder_state(d)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_under_other_params_is_not_resumed(tmp_path, prepared_digits):
+    d = stage_dir(tmp_path, prepared_digits, **{"train.epochs": 2})
+    run_stage_subprocess("pipeline.pretrain", d)
+    assert list_checkpoints(d / "models" / "checkpoints")
+    stage_dir(tmp_path, prepared_digits, **{"train.epochs": 2, "train.lr": 0.002})
+    out = run_stage_subprocess("pipeline.pretrain", d)
+    text = out.stdout + out.stderr
+    assert "written under different params" in text and "resuming from" not in text
+    # Same params again: now it resumes (from the finished run's last checkpoint).
+    again = run_stage_subprocess("pipeline.pretrain", d)
+    assert "resuming from" in again.stdout + again.stderr
+
+
+def test_ema_target_is_the_momentum_weighted_average(tmp_path, prepared_digits, monkeypatch):
+    import hjepa.train as train
+
+    d = stage_dir(tmp_path, prepared_digits)
+    params = parse_params(
+        tiny_params(
+            **{
+                "train.epochs": 1,
+                "train.batch_size": 256,
+                "ema.momentum_start": 0.5,
+                "ema.momentum_end": 0.9,
+                "model.layerscale.use_layerscale": True,
+            }
+        )
+    )
+    trainer = Pretrainer(params, paths_in(d), log=lambda m: None)
+    target0 = {k: v.clone() for k, v in trainer.model.target_encoder.state_dict().items()}
+    snapshots: list[dict[str, torch.Tensor]] = []
+    real_update = train.ema_update
+
+    def recording_update(target, online, momentum):
+        snapshots.append({k: v.detach().clone() for k, v in online.state_dict().items()})
+        real_update(target, online, momentum)
+
+    monkeypatch.setattr(train, "ema_update", recording_update)
+    trainer.run()
+    steps = len(snapshots)
+    assert steps == trainer.total_steps >= 3
+    expected = target0
+    for k, online in enumerate(snapshots):
+        m = 0.5 + (0.9 - 0.5) * k / steps  # linear schedule, computed here independently
+        expected = {
+            key: (m * expected[key] + (1 - m) * online[key]) if online[key].is_floating_point()
+            else online[key]
+            for key in expected
+        }
+    final = trainer.model.target_encoder.state_dict()
+    gammas = [k for k in final if k.endswith("ls1.gamma")]
+    assert gammas
+    for key in final:
+        assert torch.allclose(final[key], expected[key], atol=1e-6), key
+
+
+def test_tensorboard_has_the_listed_scalars(tmp_path, prepared_digits):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    d = stage_dir(tmp_path, prepared_digits)
+    params = parse_params(
+        tiny_params(**{"model.layerscale.use_layerscale": True, "train.log_every": 1})
+    )
+    Pretrainer(params, paths_in(d), log=lambda m: None, experiment="exp1").run()
+    acc = EventAccumulator(str(d / "runs" / "exp1"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for tag in [
+        "loss/total",
+        "loss/level_0",
+        "loss/level_1",
+        "schedule/lr",
+        "schedule/weight_decay",
+        "schedule/ema_momentum",
+        "repr/target_std",
+        "perf/images_per_s",
+        "layerscale_ctx/block0_mean_abs_gamma",
+        "layerscale_tgt/block1_mean_abs_gamma",
+    ]:
+        assert tag in tags, (tag, sorted(tags))
+    assert len(acc.Scalars("loss/total")) == Pretrainer(
+        params, paths_in(d), log=lambda m: None
+    ).total_steps
+
+
+def test_ddp_two_processes_match_one_process(tmp_path, prepared_digits):
+    overrides = {"train.epochs": 1, "train.batch_size": 256, "mask.context_batching": "trim"}
+    single = _uninterrupted(tmp_path, prepared_digits, **overrides)
+    (tmp_path / "ddp").mkdir()
+    d = stage_dir(tmp_path / "ddp", prepared_digits, **overrides)
+    env = project_env()
+    env["PYTHONPATH"] = str(ROOT)
+    env["HJEPA_PARAMS"] = str(d / "params.yaml")
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(29500 + os.getpid() % 1000), "-m", "pipeline.pretrain"],
+        cwd=d, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = json.loads((single / "metrics" / "pretrain.json").read_text())
+    two = json.loads((d / "metrics" / "pretrain.json").read_text())
+    assert two["steps"] == one["steps"]
+    assert two["loss"] == pytest.approx(one["loss"], rel=2e-3)
+    a, b = encoder_state(single), encoder_state(d)
+    diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert diff < 1e-3
