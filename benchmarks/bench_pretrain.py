@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hjepa.config import apply_overrides, parse_params  # noqa: E402
-from hjepa.train import PretrainPaths, Pretrainer  # noqa: E402
+from hjepa.train import Pretrainer, PretrainPaths  # noqa: E402
 
 ANCHOR = {
     "data.image_size": 32,

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from hjepa.errors import UserError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -29,6 +28,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from hjepa.errors import UserError
 
 __all__ = [
     "ConfigError",
@@ -123,7 +124,6 @@ class DataParams(Section):
     image_size: int = Field(16, gt=0, le=1024)
     channels: Literal[1, 3] = 1
     split: SplitParams = Field(default_factory=SplitParams)
-
 
 
 # ---------------------------------------------------------------------------------------- model

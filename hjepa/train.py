@@ -206,7 +206,9 @@ class Pretrainer:
         self.num_workers = t.num_workers
 
         _seed_everything(params.seed)
-        images = train_images if train_images is not None else load_split(paths.data_dir, "train")[0]
+        images = (
+            train_images if train_images is not None else load_split(paths.data_dir, "train")[0]
+        )
         self.batches = PretrainBatches(
             images,
             batch_size=t.batch_size,

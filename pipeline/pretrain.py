@@ -3,10 +3,9 @@
 Also runs under ``torchrun --nproc_per_node N -m pipeline.pretrain`` (DDP).
 """
 
-from pipeline._stage import run_stage
-
 from hjepa.config import Params
 from hjepa.train import pretrain
+from pipeline._stage import run_stage
 
 
 def main(params: Params) -> None:

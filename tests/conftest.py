@@ -129,7 +129,10 @@ def prepared_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env["HJEPA_PARAMS"] = str(work / "params.yaml")
     env["PYTHONPATH"] = str(ROOT)
     subprocess.run(
-        [sys.executable, "-m", "pipeline.prepare"], cwd=work, env=env, check=True,
+        [sys.executable, "-m", "pipeline.prepare"],
+        cwd=work,
+        env=env,
+        check=True,
         capture_output=True,
     )
     return work / "data" / "prepared"

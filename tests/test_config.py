@@ -1,4 +1,4 @@
-"""The params schema: unknown keys, ranges, cross-field rules, DVC's string floats, read tracking."""
+"""The params schema: unknown keys, ranges, cross-field rules, DVC string floats, read tracking."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from conftest import ROOT, project_env, run_stage_subprocess, stage_dir, tiny_pa
 
 from hjepa.checkpoint import list_checkpoints
 from hjepa.config import parse_params
-from hjepa.train import PretrainPaths, Pretrainer
+from hjepa.train import Pretrainer, PretrainPaths
 
 
 def paths_in(d: Path) -> PretrainPaths:
@@ -77,7 +77,9 @@ def _uninterrupted(tmp_path: Path, prepared: Path, **overrides) -> Path:
 
 
 @pytest.mark.parametrize("workers", [0, 1])
-def test_sigkill_after_checkpoint_then_resume_is_bitwise_identical(tmp_path, prepared_digits, workers):
+def test_sigkill_after_checkpoint_then_resume_is_bitwise_identical(
+    tmp_path, prepared_digits, workers
+):
     overrides = {"train.epochs": 4, "train.checkpoint_every": 1, "train.num_workers": workers}
     ref = _uninterrupted(tmp_path, prepared_digits, **overrides)
 
@@ -87,8 +89,12 @@ def test_sigkill_after_checkpoint_then_resume_is_bitwise_identical(tmp_path, pre
     env["PYTHONPATH"] = str(ROOT)
     env["HJEPA_PARAMS"] = str(d / "params.yaml")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.pretrain"], cwd=d, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "pipeline.pretrain"],
+        cwd=d,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     _wait_for(d / "models" / "checkpoints" / "ckpt_epoch0002.pt.sha256", proc)
     proc.send_signal(signal.SIGKILL)
@@ -180,7 +186,8 @@ def test_ema_target_is_the_momentum_weighted_average(tmp_path, prepared_digits, 
     for k, online in enumerate(snapshots):
         m = 0.5 + (0.9 - 0.5) * k / steps  # linear schedule, computed here independently
         expected = {
-            key: (m * expected[key] + (1 - m) * online[key]) if online[key].is_floating_point()
+            key: (m * expected[key] + (1 - m) * online[key])
+            if online[key].is_floating_point()
             else online[key]
             for key in expected
         }
@@ -215,9 +222,10 @@ def test_tensorboard_has_the_listed_scalars(tmp_path, prepared_digits):
         "layerscale_tgt/block1_mean_abs_gamma",
     ]:
         assert tag in tags, (tag, sorted(tags))
-    assert len(acc.Scalars("loss/total")) == Pretrainer(
-        params, paths_in(d), log=lambda m: None
-    ).total_steps
+    assert (
+        len(acc.Scalars("loss/total"))
+        == Pretrainer(params, paths_in(d), log=lambda m: None).total_steps
+    )
 
 
 def test_ddp_two_processes_match_one_process(tmp_path, prepared_digits):
@@ -230,9 +238,22 @@ def test_ddp_two_processes_match_one_process(tmp_path, prepared_digits):
     env["HJEPA_PARAMS"] = str(d / "params.yaml")
     env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(29500 + os.getpid() % 1000), "-m", "pipeline.pretrain"],
-        cwd=d, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(29500 + os.getpid() % 1000),
+            "-m",
+            "pipeline.pretrain",
+        ],
+        cwd=d,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     one = json.loads((single / "metrics" / "pretrain.json").read_text())

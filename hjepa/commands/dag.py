@@ -25,9 +25,7 @@ def _covered(key: str, declared: set[str]) -> bool:
 def compare(declared: set[str], read: set[str]) -> tuple[list[str], list[str]]:
     """(read but undeclared, declared but unread)."""
     undeclared = sorted(k for k in read if not _covered(k, declared))
-    unread = sorted(
-        d for d in declared if not any(r == d or r.startswith(d + ".") for r in read)
-    )
+    unread = sorted(d for d in declared if not any(r == d or r.startswith(d + ".") for r in read))
     return undeclared, unread
 
 
@@ -60,7 +58,9 @@ def _run(args: argparse.Namespace) -> int:
     root = Path(args.root)
     problems = check(root)
     if problems:
-        raise UserError("dvc.yaml params do not match what the stages read:\n  - " + "\n  - ".join(problems))
+        raise UserError(
+            "dvc.yaml params do not match what the stages read:\n  - " + "\n  - ".join(problems)
+        )
     names = ", ".join(s.name for s in read_stages(root))
     print(f"dag check OK: every stage's params match what it read ({names})")
     return 0

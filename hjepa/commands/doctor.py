@@ -70,7 +70,9 @@ def diagnose(root: Path) -> list[Finding]:
         findings.append(Finding("DVC is not initialised", "dvc init && git add .dvc"))
     elif not _analytics_off(root):
         findings.append(
-            Finding("DVC analytics are on (this machine is offline)", "dvc config core.analytics false")
+            Finding(
+                "DVC analytics are on (this machine is offline)", "dvc config core.analytics false"
+            )
         )
     params_file = root / "params.yaml"
     try:

@@ -16,6 +16,8 @@ def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 N×H×W×C (numpy or tensor) → float32 N×C×H×W, scaled to [0, 1] then (x − 0.5) / 0.5."""
     t = torch.as_tensor(np.asarray(images)) if isinstance(images, np.ndarray) else images
     if t.dtype != torch.uint8 or t.ndim != 4:
-        raise ValueError(f"expected uint8 N×H×W×C images, got {t.dtype} with shape {tuple(t.shape)}")
+        raise ValueError(
+            f"expected uint8 N×H×W×C images, got {t.dtype} with shape {tuple(t.shape)}"
+        )
     x = t.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
     return x.sub_(MEAN).div_(STD).contiguous()
