@@ -14,7 +14,12 @@ STD = 0.5
 
 def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 N×H×W×C (numpy or tensor) → float32 N×C×H×W, scaled to [0, 1] then (x − 0.5) / 0.5."""
-    t = torch.as_tensor(np.asarray(images)) if isinstance(images, np.ndarray) else images
+    if isinstance(images, np.ndarray):
+        # Memory-mapped splits are read-only; torch needs a writable buffer.
+        array = images if images.flags.writeable else np.array(images)
+        t = torch.from_numpy(array)
+    else:
+        t = images
     if t.dtype != torch.uint8 or t.ndim != 4:
         raise ValueError(
             f"expected uint8 N×H×W×C images, got {t.dtype} with shape {tuple(t.shape)}"

@@ -1,0 +1,167 @@
+"""The probe stage's work: evaluate the pretrained encoder against its baselines and write results.
+
+Three feature sources go through the same ``hjepa.probe.evaluate``: the frozen EMA target
+encoder, the same architecture at random init (seeded by ``seed``), and raw pixels. The pretrained
+encoder is only interesting relative to the other two, so all three land in one JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hjepa.errors import UserError
+from hjepa.features import encoder_features, feature_depths, pixel_features
+from hjepa.io import write_json, write_text
+from hjepa.probe import EvalResult, FeatureSplits, ProbeSettings, evaluate, per_class_accuracy
+
+__all__ = ["ProbeOutcome", "confusion_csv", "probe_metrics", "run_probe", "write_outputs"]
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    pretrained: EvalResult
+    random_init: EvalResult
+    pixels: EvalResult
+    class_names: list[str]
+    test_labels: np.ndarray
+    features: str
+    feature_depths: list[int]
+    feature_dim: int
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run_probe(
+    data_root: Path,
+    encoder_path: Path,
+    settings: ProbeSettings,
+    features: str,
+    last_k: int,
+    batch_size: int,
+    load_split: Callable[[Path, str], tuple[np.ndarray, np.ndarray]] | None = None,
+    class_names: Callable[[Path], list[str]] | None = None,
+) -> ProbeOutcome:
+    """Evaluate ``encoder_path`` (and its baselines) on the prepared data in ``data_root``."""
+    from hjepa.data import prepared
+    from hjepa.models.encoder import build_encoder, load_encoder
+
+    load_split = load_split or prepared.load_split
+    class_names = class_names or prepared.class_names
+    if not encoder_path.is_file():
+        raise UserError(f"{encoder_path}: encoder file not found (run the pretrain stage first)")
+    data = {s: load_split(data_root, s) for s in SPLITS}
+    names = list(class_names(data_root))
+
+    encoder = load_encoder(encoder_path)
+    arch = dict(encoder.arch)
+    depths = feature_depths(arch, features, last_k)
+    torch.manual_seed(settings.seed)
+    random_encoder = build_encoder(arch)
+
+    device = _device()
+    results: dict[str, EvalResult] = {}
+    dim = 0
+    sources: dict[str, Callable[[np.ndarray, str], np.ndarray]] = {
+        "pretrained": lambda x, s: encoder_features(
+            encoder, x, depths, batch_size, f"pretrained {s}", device
+        ),
+        "random_init": lambda x, s: encoder_features(
+            random_encoder, x, depths, batch_size, f"random-init {s}", device
+        ),
+        "pixels": lambda x, s: pixel_features(x),
+    }
+    for name, extract in sources.items():
+        feats = {s: extract(data[s][0], s) for s in SPLITS}
+        if name == "pretrained":
+            dim = feats["train"].shape[1]
+        splits = FeatureSplits(
+            train_x=feats["train"],
+            train_y=data["train"][1],
+            val_x=feats["val"],
+            val_y=data["val"][1],
+            test_x=feats["test"],
+            test_y=data["test"][1],
+        )
+        results[name] = evaluate(splits, settings, num_classes=len(names))
+    return ProbeOutcome(
+        pretrained=results["pretrained"],
+        random_init=results["random_init"],
+        pixels=results["pixels"],
+        class_names=names,
+        test_labels=data["test"][1],
+        features=features,
+        feature_depths=depths,
+        feature_dim=dim,
+    )
+
+
+def _clean(x: float) -> float | None:
+    return None if math.isnan(x) else round(float(x), 6)
+
+
+def probe_metrics(outcome: ProbeOutcome) -> dict[str, Any]:
+    """The ``metrics/probe.json`` document (flat-ish, so ``dvc metrics diff`` reads well)."""
+    pre, rnd, pix = outcome.pretrained, outcome.random_init, outcome.pixels
+    per_class = per_class_accuracy(pre.linear_pred, outcome.test_labels, outcome.class_names)
+    return {
+        "linear_top1": _clean(pre.linear_top1),
+        "knn_top1": _clean(pre.knn_top1),
+        "random_init": {
+            "linear_top1": _clean(rnd.linear_top1),
+            "knn_top1": _clean(rnd.knn_top1),
+            "best_c": rnd.best_c,
+        },
+        "pixels": {
+            "linear_top1": _clean(pix.linear_top1),
+            "knn_top1": _clean(pix.knn_top1),
+            "best_c": pix.best_c,
+        },
+        "gain_over_random_init": _clean(pre.linear_top1 - rnd.linear_top1),
+        "best_c": pre.best_c,
+        "val_top1_by_c": {str(c): _clean(v) for c, v in pre.val_top1.items()},
+        "features": outcome.features,
+        "feature_depths": outcome.feature_depths,
+        "feature_dim": outcome.feature_dim,
+        "num_test": int(len(outcome.test_labels)),
+        "per_class": {k: _clean(v) for k, v in per_class.items()},
+    }
+
+
+def confusion_csv(outcome: ProbeOutcome) -> str:
+    """One row per test image, ``actual,predicted`` as class names (DVC's confusion template)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["actual", "predicted"])
+    names = outcome.class_names
+    for actual, pred in zip(outcome.test_labels, outcome.pretrained.linear_pred, strict=True):
+        writer.writerow([names[int(actual)], names[int(pred)]])
+    return buf.getvalue()
+
+
+def write_outputs(outcome: ProbeOutcome, metrics_path: Path, confusion_path: Path) -> dict:
+    """Write both files atomically; warn loudly when pretraining did not beat random init."""
+    metrics = probe_metrics(outcome)
+    write_json(metrics_path, metrics)
+    write_text(confusion_path, confusion_csv(outcome))
+    if outcome.pretrained.linear_top1 <= outcome.random_init.linear_top1:
+        print(
+            "WARNING: the pretrained encoder does not beat its random init on the linear probe "
+            f"({outcome.pretrained.linear_top1:.4f} <= {outcome.random_init.linear_top1:.4f}); "
+            "pretraining did not help (more epochs, other masks or LayerScale may).",
+            file=sys.stderr,
+        )
+    return metrics

@@ -1,0 +1,80 @@
+"""Frozen features for the probe: pooled encoder tokens, or raw pixels as a baseline.
+
+Why one module: the pretrained encoder and its random-init twin must be read out identically
+(same blocks, same pooling, same preprocessing as pretraining via ``to_model_input``), otherwise
+the "gain over random init" would measure a readout difference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hjepa.data.transforms import to_model_input
+from hjepa.errors import UserError
+
+__all__ = ["FEATURE_MODES", "encoder_features", "feature_depths", "pixel_features"]
+
+FEATURE_MODES = ("last", "hierarchy", "last_k")
+
+
+def feature_depths(arch: dict[str, Any], mode: str, last_k: int) -> list[int]:
+    """1-based block depths whose pooled outputs are concatenated; [] means the final tokens.
+
+    ``last`` → [] (tokens after the final norm); ``hierarchy`` → the encoder's target-level
+    depths; ``last_k`` → the last ``last_k`` blocks.
+    """
+    depth = int(arch["depth"])
+    if mode == "last":
+        return []
+    if mode == "hierarchy":
+        depths = sorted({int(d) for d in arch["hierarchy_depths"]})
+        if not depths:
+            raise UserError("probe.features = hierarchy, but the encoder has no hierarchy depths")
+        return depths
+    if mode == "last_k":
+        if not 1 <= last_k <= depth:
+            raise UserError(
+                f"probe.last_k = {last_k}, but the encoder in models/encoder_ema.pt has depth "
+                f"{depth}; use a value in 1..{depth}"
+            )
+        return list(range(depth - last_k + 1, depth + 1))
+    raise UserError(f"probe.features = {mode!r}; allowed: {', '.join(FEATURE_MODES)}")
+
+
+def encoder_features(
+    encoder: torch.nn.Module,
+    images: np.ndarray,
+    depths: list[int],
+    batch_size: int,
+    desc: str = "features",
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Average-pooled features (float32 N×D') of uint8 N×H×W×C ``images``, in batches.
+
+    With ``depths`` empty, the final (normed) tokens are pooled; otherwise each listed block's
+    output is pooled and the results are concatenated in depth order.
+    """
+    encoder = encoder.to(device).eval()
+    chunks: list[np.ndarray] = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
+            # np.array copies: prepared splits are read-only memory maps, torch wants writable.
+            x = to_model_input(np.array(images[start : start + batch_size])).to(device)
+            out = encoder(x, return_blocks=depths)
+            if depths:
+                pooled = torch.cat([out.blocks[d].mean(dim=1) for d in depths], dim=1)
+            else:
+                pooled = out.tokens.mean(dim=1)
+            chunks.append(pooled.float().cpu().numpy())
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(chunks, axis=0)
+
+
+def pixel_features(images: np.ndarray) -> np.ndarray:
+    """Raw pixels, flattened, with the same scaling the encoder gets (the baseline floor)."""
+    return to_model_input(np.array(images)).reshape(len(images), -1).numpy()

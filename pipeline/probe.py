@@ -1,0 +1,44 @@
+"""Stage ``probe``: linear probe + k-NN of the frozen EMA encoder vs random init and raw pixels.
+
+Reads every ``probe.*`` leaf and ``seed`` up front and nothing else: the encoder's architecture
+comes from ``models/encoder_ema.pt`` itself, so ``model.*`` is not this stage's dependency.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hjepa.config import Params
+from hjepa.evaluation import run_probe, write_outputs
+from hjepa.probe import ProbeSettings
+from pipeline._stage import run_stage
+
+DATA_ROOT = Path("data/prepared")
+ENCODER = Path("models/encoder_ema.pt")
+METRICS = Path("metrics/probe.json")
+CONFUSION = Path("metrics/confusion.csv")
+
+
+def body(params: Params) -> None:
+    probe = params.probe
+    settings = ProbeSettings(
+        c_values=tuple(probe.c_values),
+        max_iter=probe.max_iter,
+        knn_k=probe.knn_k,
+        knn_temperature=probe.knn_temperature,
+        seed=params.seed,
+    )
+    features, last_k, batch_size = probe.features, probe.last_k, probe.batch_size
+    outcome = run_probe(DATA_ROOT, ENCODER, settings, features, last_k, batch_size)
+    metrics = write_outputs(outcome, METRICS, CONFUSION)
+    print(
+        f"probe: linear {metrics['linear_top1']:.4f} (C={metrics['best_c']}), "
+        f"k-NN {metrics['knn_top1']:.4f}; random init linear "
+        f"{metrics['random_init']['linear_top1']:.4f} / k-NN "
+        f"{metrics['random_init']['knn_top1']:.4f}; pixels linear "
+        f"{metrics['pixels']['linear_top1']:.4f} / k-NN {metrics['pixels']['knn_top1']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    run_stage("probe", body)

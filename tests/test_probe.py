@@ -1,0 +1,276 @@
+"""Linear probe, k-NN and the probe stage: accuracy where it must be high, chance where it must
+be chance, val-only model selection, and baselines through the same code path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import ROOT, tiny_params
+
+from hjepa.config import leaf_keys, parse_params
+from hjepa.errors import UserError
+from hjepa.evaluation import ProbeOutcome, confusion_csv, probe_metrics, run_probe, write_outputs
+from hjepa.features import encoder_features, feature_depths, pixel_features
+from hjepa.models.encoder import build_encoder, save_encoder
+from hjepa.probe import (
+    EvalResult,
+    FeatureSplits,
+    ProbeSettings,
+    evaluate,
+    knn_predict,
+    select_c,
+    standardise,
+)
+
+SETTINGS = ProbeSettings(
+    c_values=(0.01, 1.0, 100.0), max_iter=300, knn_k=5, knn_temperature=0.07, seed=0
+)
+ARCH = {
+    "img_size": 8,
+    "patch_size": 2,
+    "in_chans": 1,
+    "width": 16,
+    "depth": 3,
+    "heads": 2,
+    "mlp_ratio": 2.0,
+    "drop_path": 0.0,
+    "pos_embed": "sincos",
+    "layerscale_init": None,
+    "hierarchy_depths": [1, 3],
+}
+
+
+def _blobs(n: int, classes: int, dim: int, seed: int, spread: float = 0.3):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim)) * 3
+    y = rng.integers(0, classes, size=n)
+    return (centres[y] + spread * rng.normal(size=(n, dim))).astype(np.float32), y.astype(np.int64)
+
+
+def _splits(shuffle_labels: bool = False) -> FeatureSplits:
+    x, y = _blobs(600, 4, 12, seed=1)
+    if shuffle_labels:
+        y = np.random.default_rng(2).permutation(y)
+    return FeatureSplits(x[:400], y[:400], x[400:500], y[400:500], x[500:], y[500:])
+
+
+def test_separable_features_reach_full_accuracy():
+    result = evaluate(_splits(), SETTINGS, num_classes=4)
+    assert result.linear_top1 >= 0.99
+    assert result.knn_top1 >= 0.99
+
+
+def test_shuffled_labels_give_chance():
+    result = evaluate(_splits(shuffle_labels=True), SETTINGS, num_classes=4)
+    assert result.linear_top1 < 0.45  # chance is 0.25 with 4 classes
+    assert result.knn_top1 < 0.45
+
+
+def test_c_selection_never_sees_test_labels():
+    """Poisoning the test labels changes the test score but not the chosen C or the predictions."""
+    # Overlapping classes so that C matters on val.
+    x, y = _blobs(600, 4, 12, seed=3, spread=4.0)
+    clean = FeatureSplits(x[:400], y[:400], x[400:500], y[400:500], x[500:], y[500:])
+    poisoned = FeatureSplits(
+        clean.train_x, clean.train_y, clean.val_x, clean.val_y, clean.test_x, (clean.test_y + 1) % 4
+    )
+    a = evaluate(clean, SETTINGS, num_classes=4)
+    b = evaluate(poisoned, SETTINGS, num_classes=4)
+    assert a.best_c == b.best_c
+    assert a.val_top1 == b.val_top1
+    np.testing.assert_array_equal(a.linear_pred, b.linear_pred)
+    assert a.linear_top1 != b.linear_top1  # the test labels really were different
+
+
+def test_c_selected_on_val_follows_val_labels():
+    """The choice is driven by val labels: clean ones pick the C that fits, val labels that are
+    all the (train) majority class pick the C so strong that only the prior is left."""
+    x, y = _blobs(500, 3, 8, seed=4, spread=0.5)
+    y[:60] = 0  # class 0 is the train majority
+    tx, ty, vx, vy = x[:400], y[:400], x[400:], y[400:]
+    good = select_c(tx, ty, vx, vy, [1e-6, 10.0], max_iter=300, seed=0)
+    assert good.best_c == 10.0 and good.val_top1[10.0] > good.val_top1[1e-6]
+    flat = select_c(tx, ty, vx, np.zeros_like(vy), [1e-6, 10.0], max_iter=300, seed=0)
+    assert flat.best_c == 1e-6 and flat.val_top1[1e-6] == 1.0
+
+
+def test_knn_temperature_weighted_votes():
+    bank = np.array([[1.0, 0.0], [0.8, 0.6], [0.8, -0.6], [-1.0, 0.0]], dtype=np.float32)
+    labels = np.array([1, 0, 0, 2])
+    query = np.array([[1.0, 0.0]], dtype=np.float32)  # sims: 1.0 (class 1), 0.8, 0.8 (class 0)
+    # Sharp temperature: the single nearest neighbour dominates.
+    assert knn_predict(bank, labels, query, k=3, temperature=0.01, num_classes=3)[0] == 1
+    # Flat temperature: two votes of class 0 outweigh one of class 1.
+    assert knn_predict(bank, labels, query, k=3, temperature=100.0, num_classes=3)[0] == 0
+    # k=1: nearest only; k larger than the bank is clamped, not an error.
+    assert knn_predict(bank, labels, query, k=1, temperature=100.0, num_classes=3)[0] == 1
+    assert knn_predict(bank, labels, -query, k=99, temperature=0.01, num_classes=3)[0] == 2
+
+
+def test_knn_uses_cosine_not_euclidean():
+    bank = np.array([[10.0, 0.0], [0.0, 0.1]], dtype=np.float32)
+    query = np.array([[0.1, 0.0]], dtype=np.float32)  # Euclidean-nearest is bank[1]
+    assert knn_predict(bank, np.array([0, 1]), query, 1, 0.07, 2)[0] == 0
+
+
+def test_standardise_uses_train_statistics():
+    train = np.array([[0.0, 5.0], [2.0, 5.0]], dtype=np.float32)
+    other = np.array([[4.0, 7.0]], dtype=np.float32)
+    tr, ot = standardise(train, other)
+    np.testing.assert_allclose(tr.mean(axis=0), [0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(ot, [[3.0, 2.0]])  # (4-1)/1; constant column: scale 1
+
+
+def test_feature_depths_per_mode():
+    assert feature_depths(ARCH, "last", 2) == []
+    assert feature_depths(ARCH, "hierarchy", 2) == [1, 3]
+    assert feature_depths(ARCH, "last_k", 2) == [2, 3]
+    with pytest.raises(UserError, match="probe.last_k = 4"):
+        feature_depths(ARCH, "last_k", 4)
+
+
+def test_encoder_features_shapes_and_pooling():
+    torch.manual_seed(0)
+    enc = build_encoder(ARCH)
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 8, 8, 1), dtype=np.uint8)
+    last = encoder_features(enc, images, [], batch_size=2)
+    hier = encoder_features(enc, images, [1, 3], batch_size=3)
+    assert last.shape == (5, 16) and hier.shape == (5, 32)
+    with torch.inference_mode():
+        from hjepa.data.transforms import to_model_input
+
+        ref = enc(to_model_input(images), return_blocks=[1]).blocks[1].mean(dim=1).numpy()
+    np.testing.assert_allclose(hier[:, :16], ref, atol=1e-5)  # batching does not change results
+    assert pixel_features(images).shape == (5, 64)
+
+
+# ------------------------------------------------------------------------------- stage level
+def _fake_data(n_per_class: int = 30):
+    """Two visually distinct classes (bright left half vs bright right half) plus noise."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for split, n in (("train", n_per_class), ("val", 10), ("test", 10)):
+        imgs, labels = [], []
+        for cls in (0, 1):
+            img = rng.integers(0, 60, size=(n, 8, 8, 1))
+            img[:, :, (0 if cls == 0 else 4) : (4 if cls == 0 else 8)] += 180
+            imgs.append(img.astype(np.uint8))
+            labels.append(np.full(n, cls))
+        out[split] = (np.concatenate(imgs), np.concatenate(labels).astype(np.int64))
+    return out
+
+
+def _write_prepared(root: Path) -> None:
+    from hjepa.data.prepared import write_prepared
+
+    data = _fake_data()
+    manifest = pd.DataFrame({"split": [s for s in data for _ in data[s][1]]})
+    write_prepared(root, data, ["left", "right"], manifest)
+
+
+def test_random_init_baseline_uses_same_architecture_and_seed(tmp_path, monkeypatch):
+    import hjepa.models.encoder as enc_mod
+
+    torch.manual_seed(123)
+    save_encoder(tmp_path / "enc.pt", build_encoder(ARCH))
+    data = _fake_data()
+    built: list[dict] = []
+    real_build = enc_mod.build_encoder
+
+    def spy(arch):
+        built.append(dict(arch))
+        return real_build(arch)
+
+    monkeypatch.setattr(enc_mod, "build_encoder", spy)
+    kwargs = dict(load_split=lambda root, s: data[s], class_names=lambda root: ["left", "right"])
+    out = run_probe(tmp_path, tmp_path / "enc.pt", SETTINGS, "hierarchy", 2, 16, **kwargs)
+    assert built == [ARCH]
+    assert out.feature_depths == [1, 3] and out.feature_dim == 32
+    assert out.pixels.linear_top1 == 1.0  # the two classes differ by which half is bright
+    again = run_probe(tmp_path, tmp_path / "enc.pt", SETTINGS, "hierarchy", 2, 16, **kwargs)
+    np.testing.assert_array_equal(out.random_init.knn_pred, again.random_init.knn_pred)
+    assert out.random_init.linear_top1 == again.random_init.linear_top1
+
+
+def _result(top1: float, pred: list[int]) -> EvalResult:
+    p = np.array(pred)
+    return EvalResult(top1, top1, 1.0, {1.0: top1}, p, p)
+
+
+def test_outputs_and_warning_when_pretraining_does_not_help(tmp_path, capsys):
+    outcome = ProbeOutcome(
+        pretrained=_result(0.5, [0, 0]),
+        random_init=_result(0.75, [0, 1]),
+        pixels=_result(1.0, [0, 1]),
+        class_names=["a", "b"],
+        test_labels=np.array([0, 1]),
+        features="last",
+        feature_depths=[],
+        feature_dim=16,
+    )
+    metrics = write_outputs(outcome, tmp_path / "probe.json", tmp_path / "confusion.csv")
+    assert (
+        "WARNING: the pretrained encoder does not beat its random init" in capsys.readouterr().err
+    )
+    assert metrics["gain_over_random_init"] == pytest.approx(-0.25)
+    assert metrics["per_class"] == {"a": 1.0, "b": 0.0}
+    assert json.loads((tmp_path / "probe.json").read_text()) == metrics
+    assert confusion_csv(outcome) == "actual,predicted\na,a\nb,a\n"
+    assert (tmp_path / "confusion.csv").read_text() == "actual,predicted\na,a\nb,a\n"
+    better = ProbeOutcome(**{**outcome.__dict__, "pretrained": _result(1.0, [0, 1])})
+    write_outputs(better, tmp_path / "p2.json", tmp_path / "c2.csv")
+    assert "WARNING" not in capsys.readouterr().err
+    assert probe_metrics(better)["gain_over_random_init"] == pytest.approx(0.25)
+
+
+def _run_probe_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage entry point, in process (a subprocess would spend seconds re-importing torch)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.delenv("HJEPA_PARAMS", raising=False)
+    from pipeline import probe as probe_stage
+    from pipeline._stage import run_stage
+
+    run_stage("probe", probe_stage.body)
+
+
+def test_probe_stage_reads_exactly_probe_params_and_seed(tmp_path, monkeypatch):
+    """Runs the probe stage entry point in a scratch directory: outputs exist and the recorded
+    reads are every ``probe.*`` leaf plus ``seed`` (what dvc.yaml declares), nothing else."""
+    _write_prepared(tmp_path / "data" / "prepared")
+    torch.manual_seed(0)
+    save_encoder(tmp_path / "models" / "encoder_ema.pt", build_encoder(ARCH))
+    raw = tiny_params(**{"probe.features": "last_k", "probe.last_k": 2, "probe.batch_size": 7})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    _run_probe_stage(monkeypatch)
+    metrics = json.loads((tmp_path / "metrics" / "probe.json").read_text())
+    for key in ("linear_top1", "knn_top1", "gain_over_random_init", "best_c", "per_class"):
+        assert key in metrics
+    for base in ("random_init", "pixels"):
+        assert set(metrics[base]) >= {"linear_top1", "knn_top1"}
+    assert metrics["feature_depths"] == [2, 3]
+    assert metrics["pixels"]["linear_top1"] == 1.0
+    assert set(metrics["per_class"]) == {"left", "right"}
+    rows = (tmp_path / "metrics" / "confusion.csv").read_text().splitlines()
+    assert rows[0] == "actual,predicted" and len(rows) == 21
+    read = json.loads((tmp_path / "params_read" / "probe.json").read_text())["params"]
+    probe_leaves = [k for k in leaf_keys(parse_params(raw)) if k.startswith("probe.")]
+    assert sorted(read) == sorted([*probe_leaves, "seed"])
+
+
+def test_probe_stage_error_names_missing_encoder(tmp_path, monkeypatch, capsys):
+    _write_prepared(tmp_path / "data" / "prepared")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        _run_probe_stage(monkeypatch)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error in stage 'probe'" in err and "models/encoder_ema.pt" in err
+    assert not (tmp_path / "metrics" / "probe.json").exists()

@@ -1,0 +1,167 @@
+"""The report: every section present, figures real PNGs, LayerScale figure only with gamma data,
+no per-key params reads recorded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, tiny_params
+
+from hjepa.config import parse_params, reads, reset_reads, to_dict
+from hjepa.errors import UserError
+from hjepa.report import build_report
+from hjepa.report.build import FIGURE_NAMES, encoder_param_count
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _fake_metrics(root: Path, gammas: bool) -> None:
+    m = root / "metrics"
+    m.mkdir(parents=True)
+    (m / "data.json").write_text(json.dumps({"num_classes": 3, "train": 30, "test": 6}))
+    (m / "pretrain.json").write_text(
+        json.dumps(
+            {
+                "loss": 0.12,
+                "loss_level_0": 0.1,
+                "loss_level_1": 0.14,
+                "epochs": 2,
+                "steps": 6,
+                "wall_time_s": 3.5,
+                "images_per_s": 812.0,
+                "target_std": 0.9,
+                "layerscale": gammas,
+            }
+        )
+    )
+    cols = ["epoch", "step", "loss", "loss_level_0", "loss_level_1", "lr", "weight_decay"]
+    cols += ["ema_momentum", "target_std", "images_per_s"]
+    if gammas:
+        cols += ["gamma_ctx_block1", "gamma_ctx_block2", "gamma_tgt_block1", "gamma_tgt_block2"]
+    rows = ["\t".join(cols)]
+    for step in range(6):
+        vals = [step // 3, step, 1 / (step + 1)] + [0.5 / (step + 1)] * (len(cols) - 3)
+        rows.append("\t".join(str(v) for v in vals))
+    (m / "pretrain_log.tsv").write_text("\n".join(rows) + "\n")
+    (m / "probe.json").write_text(
+        json.dumps(
+            {
+                "linear_top1": 0.9,
+                "knn_top1": 0.8,
+                "random_init": {"linear_top1": 0.7, "knn_top1": 0.5},
+                "pixels": {"linear_top1": 0.95, "knn_top1": 0.93},
+                "gain_over_random_init": 0.2,
+                "best_c": 1.0,
+                "features": "last",
+                "per_class": {"cat": 1.0, "dog": 0.5, "emu": None},
+            }
+        )
+    )
+    (m / "confusion.csv").write_text("actual,predicted\ncat,cat\ncat,cat\ndog,cat\ndog,dog\n")
+
+
+def _params(**overrides) -> dict:
+    return to_dict(parse_params(tiny_params(**overrides)))
+
+
+def _is_png(path: Path) -> bool:
+    data = path.read_bytes()
+    return data[:8] == PNG_SIGNATURE and len(data) > 2000
+
+
+def test_report_has_every_section_and_real_figures(tmp_path):
+    _fake_metrics(tmp_path, gammas=True)
+    ls = {"model.layerscale.use_layerscale": True, "model.layerscale.init_value": 1e-4}
+    params = _params(**ls)
+    out = tmp_path / "reports" / "report.md"
+    figs = build_report(tmp_path, out, tmp_path / "reports" / "figures", params=params)
+    text = out.read_text()
+    for heading in (
+        "## What was run",
+        "### Model",
+        "### Data",
+        "### Resolved parameters",
+        "## Pretraining",
+        "### Schedules",
+        "### LayerScale",
+        "## Evaluation",
+        "### Per-class linear-probe accuracy",
+        "### Confusion matrix",
+        "## Throughput and wall time",
+    ):
+        assert heading in text, heading
+    assert "| LayerScale | on, init 0.0001 |" in text
+    assert "| raw pixels | 95.00% | 93.00% |" in text
+    assert "+20.00 points" in text
+    assert "| `model.width`" not in text and "| model.width | 16 |" in text
+    assert "| wall_time_s | 3.5 |" in text
+    assert "| emu | — |" in text
+    for key, name in FIGURE_NAMES.items():
+        path = tmp_path / "reports" / "figures" / name
+        assert figs[key] == path and _is_png(path), name
+        assert f"(figures/{name})" in text
+
+
+def test_layerscale_off_has_no_gamma_figure_and_removes_stale_one(tmp_path):
+    _fake_metrics(tmp_path, gammas=False)
+    fig_dir = tmp_path / "reports" / "figures"
+    fig_dir.mkdir(parents=True)
+    stale = fig_dir / FIGURE_NAMES["gammas"]
+    stale.write_bytes(PNG_SIGNATURE)
+    figs = build_report(tmp_path, tmp_path / "reports" / "report.md", fig_dir, params=_params())
+    text = (tmp_path / "reports" / "report.md").read_text()
+    assert figs["gammas"] is None and not stale.exists()
+    assert "| LayerScale | off |" in text
+    assert "LayerScale is off" in text and FIGURE_NAMES["gammas"] not in text
+
+
+def test_warning_in_report_when_no_gain(tmp_path):
+    _fake_metrics(tmp_path, gammas=False)
+    probe = json.loads((tmp_path / "metrics" / "probe.json").read_text())
+    probe["gain_over_random_init"] = -0.01
+    (tmp_path / "metrics" / "probe.json").write_text(json.dumps(probe))
+    build_report(tmp_path, tmp_path / "r.md", tmp_path / "figs", params=_params())
+    assert "does not beat its random init" in (tmp_path / "r.md").read_text()
+
+
+def test_missing_input_is_a_user_error_naming_the_file(tmp_path):
+    _fake_metrics(tmp_path, gammas=False)
+    (tmp_path / "metrics" / "probe.json").unlink()
+    with pytest.raises(UserError, match=r"metrics/probe.json: not found"):
+        build_report(tmp_path, tmp_path / "r.md", tmp_path / "figs", params=_params())
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_report_stage_records_no_param_reads(tmp_path, monkeypatch):
+    """The report's DVC dep is the whole params.yaml; it must not count as reading any key."""
+    _fake_metrics(tmp_path, gammas=False)
+    (tmp_path / "params.yaml").write_text(json.dumps(tiny_params()))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.delenv("HJEPA_PARAMS", raising=False)
+    from pipeline import report as report_stage
+    from pipeline._stage import run_stage
+
+    reset_reads()
+    run_stage("report", report_stage.body)
+    assert reads() == set()
+    assert json.loads((tmp_path / "params_read" / "report.json").read_text())["params"] == []
+    assert "## Evaluation" in (tmp_path / "reports" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"model.layerscale.use_layerscale": True, "model.pos_embed": "learned"},
+        {"model.mlp_ratio": 3.0, "data.channels": 3},
+    ],
+)
+def test_param_count_matches_the_built_encoder(overrides):
+    from hjepa.models.encoder import build_encoder, count_parameters, encoder_arch
+
+    raw = tiny_params(**overrides)
+    built = build_encoder(encoder_arch(parse_params(raw)))
+    assert encoder_param_count(_params(**overrides)) == count_parameters(built)
