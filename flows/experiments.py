@@ -1,0 +1,157 @@
+"""Run override sets as DVC experiments and publish their params and metrics as artifacts.
+
+Each override set is one ``dvc exp run -S key=value ...``. Every set is validated against the
+params schema first, so a typo fails the flow run at once and nothing starts. Experiments run
+in isolated temp workspaces (``--temp`` one by one, or DVC's queue with ``jobs`` workers), so the
+project's workspace, and with it the scheduled pipeline, is never left on an experiment's params.
+Like ``--queue``, ``--temp`` sees only what git or DVC tracks: commit your changes first.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from dvc.repo import Repo
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+from pydantic import Field
+
+from flows.dvc_run import check_dvc, dvc_json, stream_dvc
+from flows.exp_table import comparison_markdown, experiment_rows
+from flows.overrides import load_raw_params, set_param_args, validate_override_sets
+from flows.runners import make_task_runner
+
+TABLE_KEY = "hjepa-experiments"
+MARKDOWN_KEY = "hjepa-experiments-comparison"
+DONE = ("Success", "Failed")
+
+
+class ExperimentsFailed(RuntimeError):
+    """At least one experiment failed; the artifacts still list every experiment's status."""
+
+
+@task(name="dvc-exp-run", task_run_name="{name}", cache_policy=NO_CACHE, persist_result=False)
+def run_experiment(name: str, set_args: list[str], project_dir: str) -> str:
+    """One experiment, run now in a temp workspace; its results become a DVC experiment ref."""
+    check_dvc(["exp", "run", "--temp", "--name", name, *set_args], project_dir, _log)
+    return name
+
+
+@task(
+    name="dvc-exp-queue", task_run_name="queue-{name}", cache_policy=NO_CACHE, persist_result=False
+)
+def queue_experiment(name: str, set_args: list[str], project_dir: str) -> str:
+    """Add one experiment to DVC's queue (it runs when the queue's workers pick it up)."""
+    check_dvc(["exp", "run", "--queue", "--name", name, *set_args], project_dir, _log)
+    return name
+
+
+@task(name="dvc-queue-run", cache_policy=NO_CACHE, persist_result=False)
+def run_queue(
+    names: list[str], project_dir: str, jobs: int, poll_seconds: float = 2.0
+) -> dict[str, str]:
+    """Start ``jobs`` queue workers and wait until every one of ``names`` succeeded or failed."""
+    logger = get_run_logger()
+    check_dvc(["queue", "start", "--jobs", str(jobs)], project_dir, logger.info)
+    seen: dict[str, str] = {}
+    while True:
+        statuses = queue_statuses(project_dir, names)
+        for name, status in statuses.items():
+            if seen.get(name) != status:
+                logger.info("experiment %s: %s", name, status)
+        seen = statuses
+        if all(s in DONE for s in statuses.values()):
+            break
+        time.sleep(poll_seconds)
+    for name in (n for n, s in statuses.items() if s == "Failed"):
+        _, lines = stream_dvc(["queue", "logs", name], project_dir, lambda _line: None)
+        logger.error("experiment %s failed; last output:\n%s", name, "\n".join(lines[-30:]))
+    return statuses
+
+
+def queue_statuses(project_dir: str, names: list[str]) -> dict[str, str]:
+    """Status in DVC's queue (``Queued``/``Running``/``Success``/``Failed``) of each of ``names``.
+
+    A name the queue no longer knows counts as ``Failed`` (removed or lost), so waiting ends.
+    """
+    with Repo(project_dir) as repo:
+        entries = repo.experiments.celery_queue.status()
+    by_name = {e["name"]: e["status"] for e in entries if e.get("name") in names}
+    return {n: by_name.get(n, "Failed") for n in names}
+
+
+def _log(line: str) -> None:
+    get_run_logger().info(line)
+
+
+@flow(name="hjepa-experiments-run")
+def run_all(names: list[str], set_args: list[list[str]], project_dir: str, jobs: int) -> dict:
+    """The experiments themselves, on the task runner the parent flow chose."""
+    if jobs == 1:
+        statuses = {}
+        for name, args in zip(names, set_args, strict=True):
+            future = run_experiment.submit(name, args, project_dir)
+            future.wait()  # one at a time; a failure does not stop the next experiment
+            statuses[name] = "Success" if future.state.is_completed() else "Failed"
+        return statuses
+    for name, args in zip(names, set_args, strict=True):
+        queue_experiment.submit(name, args, project_dir).result()
+    return run_queue.submit(names, project_dir, jobs).result()
+
+
+@flow(name="hjepa-experiments")
+def hjepa_experiments(
+    overrides: list[dict[str, Any]],
+    project_dir: str = ".",
+    jobs: Annotated[int, Field(ge=1, le=64)] = 1,
+    task_runner: Literal["thread", "dask"] = "thread",
+    dask_address: str | None = None,
+) -> list[dict[str, Any]]:
+    """Run each override set as a DVC experiment; publish a table and a comparison.
+
+    Args:
+        overrides: one dict per experiment, dotted params keys to values, e.g.
+            ``[{"model.layerscale.use_layerscale": true}, {"train.lr": 0.0005}]``;
+            ``{}`` runs the committed params as they are.
+        project_dir: the project root (git + DVC repo with ``params.yaml``).
+        jobs: 1 runs experiments one by one; N > 1 queues them and runs N DVC queue workers.
+        task_runner: "thread" runs the DVC commands in this process's threads; "dask" sends them
+            to a Dask cluster (needs ``pip install prefect-dask``), whose workers must see
+            ``project_dir`` at the same path (a shared filesystem).
+        dask_address: the Dask scheduler, e.g. ``tcp://10.0.0.5:8786``; only with
+            task_runner="dask"; left empty, a temporary local Dask cluster is started.
+
+    Returns:
+        The table rows: experiment name, status, the overridden params, the metrics.
+    """
+    logger = get_run_logger()
+    root = Path(project_dir).resolve()
+    raw = load_raw_params(root)
+    validate_override_sets(raw, overrides)
+    runner = make_task_runner(task_runner, dask_address)
+    set_args = [set_param_args(raw, o) for o in overrides]
+
+    run = get_run_context().flow_run
+    prefix = f"{run.name}-{run.id.hex[:6]}"
+    names = [f"{prefix}-{i + 1}" for i in range(len(overrides))]
+    for name, overrides_i in zip(names, overrides, strict=True):
+        logger.info("experiment %s: %s", name, overrides_i)
+
+    statuses = run_all.with_options(task_runner=runner)(names, set_args, str(root), jobs)
+
+    doc = dvc_json(["exp", "show", "--json"], root)
+    rows = experiment_rows(doc, names, overrides, statuses)
+    create_table_artifact(
+        table=rows,
+        key=TABLE_KEY,
+        description=f"DVC experiments of flow run {run.name}: overridden params and metrics",
+    )
+    create_markdown_artifact(markdown=comparison_markdown(doc, names), key=MARKDOWN_KEY)
+    failed = [n for n in names if statuses.get(n) != "Success"]
+    if failed:
+        raise ExperimentsFailed(f"{len(failed)} of {len(names)} experiments failed: {failed}")
+    return rows

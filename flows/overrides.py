@@ -1,0 +1,103 @@
+"""Experiment override sets: checked against the params schema, then written as ``dvc exp -S``.
+
+Why validate here: a misspelled key would otherwise surface minutes later inside a queued DVC
+worker (or, for keys DVC accepts, as a parameter that is silently ignored). Every set is checked
+with the same schema the stages use, before any experiment starts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hjepa.config import ConfigError, apply_overrides, parse_params
+
+OverrideSet = Mapping[str, Any]
+
+
+def load_raw_params(project_dir: str | Path) -> dict[str, Any]:
+    """The project's ``params.yaml`` as plain data (not yet validated)."""
+    path = Path(project_dir) / "params.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found (is project_dir the project root?)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return raw if isinstance(raw, dict) else {}
+
+
+def validate_override_sets(raw: Mapping[str, Any], sets: Sequence[OverrideSet]) -> None:
+    """Raise one ``ConfigError`` naming every invalid set and key; return if all are valid."""
+    if not sets:
+        raise ConfigError(
+            "overrides: empty list; give at least one override set, "
+            'e.g. [{"model.layerscale.use_layerscale": true}] (or [{}] for the params as they are)'
+        )
+    problems = []
+    for i, overrides in enumerate(sets):
+        label = f"override set {i} {json.dumps(dict(overrides), default=str)}"
+        try:
+            bad_keys = [k for k in overrides if not isinstance(k, str) or not k]
+            if bad_keys:
+                raise ConfigError(f"keys must be non-empty dotted strings, got {bad_keys}")
+            parse_params(apply_overrides(raw, overrides), label)
+        except ConfigError as exc:
+            text = str(exc)
+            problems.append(text if text.startswith(label) else f"{label}: {text}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def hydra_value(value: Any) -> str:
+    """``value`` in the override grammar ``dvc exp run -S`` (Hydra) parses back to the same value.
+
+    Strings are always quoted, so ``'1'`` stays a string and ``'null'`` is not None.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+        return f"'{escaped}'"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    raise ConfigError(f"override value {value!r}: unsupported type {type(value).__name__}")
+
+
+def set_param_args(raw: Mapping[str, Any], overrides: OverrideSet) -> list[str]:
+    """``["-S", "key=value", ...]`` for ``dvc exp run``.
+
+    A key that ``params.yaml`` does not spell out (the schema default applies) is written
+    ``+key=value``: Hydra refuses to set a key that is not in the file otherwise.
+    """
+    args: list[str] = []
+    for key, value in overrides.items():
+        prefix = "" if _present(raw, key) else "+"
+        args += ["-S", f"{prefix}{key}={hydra_value(value)}"]
+    return args
+
+
+def _present(raw: Mapping[str, Any], dotted: str) -> bool:
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True

@@ -1,0 +1,201 @@
+"""Fast checks of the flows' building blocks (no Prefect server): DAG reading, DVC output
+parsing, override validation and formatting, task-runner selection, artifact rows."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, run, tiny_params
+
+if str(ROOT) not in sys.path:  # flows/ is a top-level folder, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from flows.dvc_dag import pipeline_stages
+from flows.dvc_run import DvcCommandError, check_dvc, repro_status, visible_line
+from flows.exp_table import comparison_markdown, experiment_rows
+from flows.overrides import hydra_value, set_param_args, validate_override_sets
+from flows.pipeline import repro_task
+from flows.runners import make_task_runner
+from flows.serve import main as serve_main
+from hjepa.config import ConfigError
+from hjepa.errors import UserError
+
+
+def _dvc_repo(path: Path, stages: dict, extra: dict[str, dict] | None = None) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    run(["git", "init", "-q", "-b", "main"], path)
+    run([sys.executable, "-m", "dvc", "init", "-q"], path)
+    (path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    for rel, sub_stages in (extra or {}).items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(yaml.safe_dump({"stages": sub_stages}, sort_keys=False))
+    return path
+
+
+def test_stages_come_from_dvc_graph_in_dependency_order(tmp_path: Path) -> None:
+    # Declared consumer-first; ties (c and b both need only a) keep dvc.yaml order.
+    repo = _dvc_repo(
+        tmp_path / "p",
+        {
+            "c": {"cmd": "cat a > c", "deps": ["a"], "outs": ["c"]},
+            "b": {"cmd": "cat a > b", "deps": ["a"], "outs": ["b"]},
+            "d": {"cmd": "cat b c sub/s > d", "deps": ["b", "c", "sub/s"], "outs": ["d"]},
+            "a": {"cmd": "echo 1 > a", "outs": ["a"]},
+        },
+        extra={"sub/dvc.yaml": {"s": {"cmd": "echo s > s", "outs": ["s"]}}},
+    )
+    stages = pipeline_stages(repo)
+    names = [s.name for s in stages]
+    assert names.index("a") < names.index("c") < names.index("b") < names.index("d")
+    assert names.index("sub/dvc.yaml:s") < names.index("d")
+    upstream = {s.name: s.upstream for s in stages}
+    assert upstream["a"] == ()
+    assert upstream["d"] == ("b", "c", "sub/dvc.yaml:s")
+
+
+def test_not_a_dvc_project_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot read the DVC pipeline"):
+        pipeline_stages(tmp_path)
+
+
+def test_repro_status_reads_what_dvc_did() -> None:
+    assert repro_status("a", ["Running stage 'a':", "> echo"]) == "ran"
+    assert repro_status("a", ["Stage 'a' didn't change, skipping"]) == "skipped"
+    assert repro_status("a", ["Stage 'a' is cached - skipping run, checking out outputs"]) == (
+        "restored"
+    )
+    assert repro_status("sub/dvc.yaml:s", ["Running stage 'sub/dvc.yaml:s':"]) == "ran"
+    with pytest.raises(ValueError, match="could not tell"):
+        repro_status("a", ["Running stage 'ab':", "something else"])
+
+
+def test_progress_bar_redraws_collapse_to_the_last_one() -> None:
+    assert visible_line(b" 10%|#\r 50%|#####\r100%|##########\n") == "100%|##########"
+    assert visible_line(b"plain line\r\n") == "plain line"
+    assert visible_line(b"\r\n") == ""
+
+
+def test_failed_dvc_command_raises_with_its_output(tmp_path: Path) -> None:
+    repo = _dvc_repo(tmp_path / "p", {"boom": {"cmd": "echo exploding && exit 3"}})
+    seen: list[str] = []
+    with pytest.raises(DvcCommandError, match="exploding"):
+        check_dvc(["repro", "--single-item", "boom"], repo, seen.append)
+    assert "exploding" in seen  # streamed line by line to the callback as well
+
+
+def test_retry_policy_is_exponential() -> None:
+    configured = repro_task(3, 0.5)
+    assert configured.retries == 3
+    assert configured.retry_delay_seconds == [0.5, 1.0, 2.0]
+    assert repro_task(0, 5.0).retries == 0
+
+
+def test_hydra_values() -> None:
+    assert hydra_value(True) == "true"
+    assert hydra_value(False) == "false"
+    assert hydra_value(None) == "null"
+    assert hydra_value(3) == "3"
+    assert hydra_value(1e-5) == "1e-05"
+    assert hydra_value("digits") == "'digits'"
+    assert hydra_value("it's") == "'it\\'s'"
+    assert hydra_value([0.1, 0.2]) == "[0.1,0.2]"
+    assert hydra_value([{"depth": 1, "scale": 2}]) == "[{depth:1,scale:2}]"
+    with pytest.raises(ConfigError, match="unsupported type"):
+        hydra_value(object())
+
+
+def test_set_param_args_adds_plus_for_keys_not_in_the_file() -> None:
+    raw = {"seed": 0, "model": {"layerscale": {"use_layerscale": False}}}
+    args = set_param_args(raw, {"model.layerscale.use_layerscale": True, "model.width": 32})
+    assert args == ["-S", "model.layerscale.use_layerscale=true", "-S", "+model.width=32"]
+
+
+def test_override_sets_are_validated_against_the_schema() -> None:
+    raw = tiny_params()
+    validate_override_sets(raw, [{}, {"model.layerscale.use_layerscale": True}])
+    with pytest.raises(ConfigError) as err:
+        validate_override_sets(
+            raw, [{"seed": 1}, {"model.layerscale.use_layerscal": True}, {"train.lr": 5.0}]
+        )
+    text = str(err.value)
+    assert "override set 1" in text and "model.layerscale.use_layerscal" in text
+    assert "did you mean 'use_layerscale'" in text
+    assert "override set 2" in text and "train.lr" in text
+    assert "override set 0" not in text
+    with pytest.raises(ConfigError, match="empty list"):
+        validate_override_sets(raw, [])
+
+
+def test_thread_runner_rejects_a_dask_address() -> None:
+    assert type(make_task_runner("thread")).__name__ == "ThreadPoolTaskRunner"
+    with pytest.raises(UserError, match="only used with task_runner='dask'"):
+        make_task_runner("thread", "tcp://127.0.0.1:8786")
+    with pytest.raises(UserError, match="must be 'thread' or 'dask'"):
+        make_task_runner("ray")
+
+
+def test_dask_runner_needs_prefect_dask(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "prefect_dask", None)  # import fails as if not installed
+    with pytest.raises(UserError, match="pip install prefect-dask"):
+        make_task_runner("dask", "tcp://127.0.0.1:8786")
+
+
+def test_dask_runner_gets_the_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("prefect_dask")
+    fake.DaskTaskRunner = lambda address=None: ("dask-runner", address)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "prefect_dask", fake)
+    assert make_task_runner("dask", "tcp://10.0.0.5:8786") == ("dask-runner", "tcp://10.0.0.5:8786")
+
+
+def _exp(name: str, seed: int, metrics: dict | None) -> dict:
+    data = {
+        "params": {"params.yaml": {"data": {"seed": seed, "model": {"width": 16}}}},
+        "metrics": {"metrics/probe.json": {"data": metrics}} if metrics else {},
+    }
+    return {"name": name, "revs": [{"rev": f"{name}-rev", "name": name, "data": data}]}
+
+
+def test_experiment_rows_carry_overridden_params_and_metrics() -> None:
+    doc = [
+        {"rev": "workspace", "name": None, "data": {"params": {}, "metrics": {}}},
+        {
+            "rev": "abc",
+            "name": "main",
+            "data": {"params": {"params.yaml": {"data": {"seed": 0}}}, "metrics": {}},
+            "experiments": [
+                _exp("old", 9, {"linear_top1": 0.1}),
+                _exp("run-1", 1, {"linear_top1": 0.8, "knn": {"top1": 0.7}}),
+                _exp("run-2", 2, {"linear_top1": 0.9}),
+            ],
+        },
+    ]
+    rows = experiment_rows(
+        doc,
+        ["run-1", "run-2", "run-3"],
+        [{"seed": 1}, {"seed": 2}, {"seed": 3}],
+        {"run-1": "Success", "run-2": "Success", "run-3": "Failed"},
+    )
+    assert [r["experiment"] for r in rows] == ["run-1", "run-2", "run-3"]
+    assert rows[0] == {
+        "experiment": "run-1",
+        "status": "Success",
+        "seed": 1,
+        "probe.linear_top1": 0.8,
+        "probe.knn.top1": 0.7,
+    }
+    assert rows[1]["probe.knn.top1"] is None and rows[1]["probe.linear_top1"] == 0.9
+    assert rows[2]["status"] == "Failed" and rows[2]["probe.linear_top1"] is None
+    text = comparison_markdown(doc, ["run-1", "run-2"])
+    assert "run-1" in text and "run-2" in text and "old" not in text
+
+
+def test_serve_rejects_a_bad_cron(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    repo = _dvc_repo(tmp_path / "p", {"a": {"cmd": "echo 1 > a", "outs": ["a"]}})
+    assert serve_main(["--cron", "every night", "--project-dir", str(repo)]) == 2
+    assert "--cron 'every night'" in capsys.readouterr().err
+    assert serve_main(["--project-dir", str(tmp_path)]) == 2
+    assert "cannot read the DVC pipeline" in capsys.readouterr().err
