@@ -34,6 +34,16 @@ def dvc(project: Path, *args: str, check: bool = True) -> str:
     return proc.stdout + proc.stderr
 
 
+def find_exp(shown: list, name: str) -> dict:
+    """The revision entry of experiment ``name`` in ``dvc exp show --json`` output."""
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                if rev.get("name") == name or exp.get("name") == name:
+                    return rev
+    raise AssertionError(f"experiment {name} not in exp show: {json.dumps(shown)[:2000]}")
+
+
 def lock(project: Path) -> dict:
     return yaml.safe_load((project / "dvc.lock").read_text())
 
@@ -68,9 +78,14 @@ def test_repro_noop_params_check_and_layerscale_experiment(make_project):
     )
 
     shown = json.loads(dvc(project, "exp", "show", "--json"))
-    text = json.dumps(shown)
-    assert "ls-on" in text
-    assert '"model.layerscale.use_layerscale": true' in text.replace("\n", "")
+    exp = find_exp(shown, "ls-on")
+    params = exp["data"]["params"]["params.yaml"]["data"]
+    assert params["model"]["layerscale"]["use_layerscale"] is True
+    metrics = exp["data"]["metrics"]["metrics/probe.json"]["data"]
+    assert metrics["linear_top1"] == exp_probe["linear_top1"]
+    baseline = next(e for e in shown if e["rev"] != "workspace")
+    base_params = baseline["data"]["params"]["params.yaml"]["data"]
+    assert base_params["model"]["layerscale"]["use_layerscale"] is False
     diff = dvc(project, "metrics", "diff", "HEAD")
     assert "metrics/probe.json" in diff and "linear_top1" in diff
 
@@ -125,11 +140,10 @@ def test_queue_two_experiments_in_parallel(make_project):
         time.sleep(2)
     assert "Failed" not in status, status
     shown = json.loads(dvc(project, "exp", "show", "--json"))
-    text = json.dumps(shown)
-    for name in ("q-k3", "q-k7"):
-        assert name in text, text[:2000]
-    # Both experiments carry their own probe metrics.
-    assert text.count('"linear_top1"') >= 3
+    for name, k in (("q-k3", 3), ("q-k7", 7)):
+        exp = find_exp(shown, name)
+        assert exp["data"]["params"]["params.yaml"]["data"]["probe"]["knn_k"] == k
+        assert "knn_top1" in exp["data"]["metrics"]["metrics/probe.json"]["data"]
 
 
 def test_doctor_flags_no_commit_and_untracked_needed_file(make_project, tmp_path):
