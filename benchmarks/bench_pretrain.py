@@ -170,7 +170,7 @@ def bench(config: str, steps: int, warmup: int, device: str) -> dict[str, Any]:
         "peak_fp32_gflops": round(peak32 / 1e9, 1),
         "peak_bf16_gflops": round(peak16 / 1e9, 1),
         "fraction_of_peak": round(achieved / peak, 3),
-        "final_loss": round(float(out.loss), 4),
+        "final_loss": round(float(out.loss.detach()), 4),
     }
 
 

@@ -89,6 +89,8 @@ class PretrainBatches(Dataset):
         return len(self.images) // self.batch_size  # full batches only: steady shapes
 
     def __getitem__(self, index: int) -> Batch:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range (epoch has {len(self)} batches)")
         g = torch.Generator().manual_seed(batch_seed(self.seed, self.epoch, index))
         idx = np.sort(self._order[index * self.batch_size : (index + 1) * self.batch_size])
         images = self.augment(to_model_input(self.images[idx]), g)

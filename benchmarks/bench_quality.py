@@ -1,0 +1,236 @@
+"""Representation-quality benchmark: does pretraining beat the random-init encoder, over seeds?
+
+For each seed it runs prepare → pretrain → probe in its own temporary work directory (the same
+library functions the DVC stages call; ``seed`` changes the split, the init, the masks and the
+batches) and reports, as mean ± std over seeds, test linear-probe and k-NN accuracy of the
+pretrained EMA encoder, the same architecture at random init, and raw pixels, plus pretraining
+wall time and the final representation diagnostics. Every seed's result and the summary are also
+printed as JSON lines (``--json-out`` appends them to a file) for later aggregation. Progress bars
+go to stderr (``2>/dev/null`` hides them).
+
+    python benchmarks/bench_quality.py                               # params.yaml, seeds 0,1,2
+    python benchmarks/bench_quality.py --set model.sigreg_weight=0 --name no-sigreg
+    python benchmarks/bench_quality.py --data-source image_folder --data-path data/raw \\
+        --set data.channels=3 --set data.image_size=32 --set model.patch_size=4
+    python benchmarks/bench_quality.py --seeds 3 --jobs 3 --threads 1   # seeds in parallel
+
+``--set`` takes dotted keys and YAML values (``--set mask.target_scale=[0.1,0.2]``); the result
+is validated by hjepa.config like params.yaml itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hjepa.config import Params, apply_overrides, parse_params  # noqa: E402
+from hjepa.errors import UserError  # noqa: E402
+
+METRICS = (
+    ("pretrained", "linear"),
+    ("pretrained", "knn"),
+    ("random_init", "linear"),
+    ("random_init", "knn"),
+    ("pixels", "linear"),
+    ("pixels", "knn"),
+)
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``key=value`` strings → {dotted key: YAML-parsed value}; UserError on a malformed item."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected key=value (dotted key, YAML value)")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def build_params(
+    params_file: Path, overrides: dict[str, Any], seed: int, source: str | None, path: str | None
+) -> Params:
+    """Validated params for one seed: file, then data source/path, then ``--set``, then seed."""
+    raw = yaml.safe_load(params_file.read_text()) or {}
+    extra: dict[str, Any] = {}
+    if source is not None:
+        extra["data.source"] = source
+    if path is not None:
+        extra["data.path"] = str(Path(path).resolve())
+    merged = apply_overrides(raw, {**extra, **overrides, "seed": seed})
+    return parse_params(merged, f"{params_file} + overrides")
+
+
+def run_seed(job: dict[str, Any]) -> dict[str, Any]:
+    """prepare → pretrain → probe for one seed in a fresh temp dir; one result row."""
+    if job["threads"]:
+        import torch
+
+        torch.set_num_threads(job["threads"])
+    from hjepa.data.build import prepare_dataset
+    from hjepa.evaluation import run_probe
+    from hjepa.probe import ProbeSettings
+    from hjepa.train import Pretrainer, PretrainPaths
+
+    params = build_params(
+        Path(job["params"]), job["overrides"], job["seed"], job["source"], job["path"]
+    )
+    with tempfile.TemporaryDirectory(prefix="bench_quality_") as tmp:
+        work = Path(tmp)
+        data_dir = work / "data/prepared"
+        prepare_dataset(params, data_dir, work / "metrics/data.json")
+        paths = PretrainPaths(
+            data_dir=data_dir,
+            checkpoints=work / "models/checkpoints",
+            encoder=work / "models/encoder_ema.pt",
+            metrics=work / "metrics/pretrain.json",
+            log_tsv=work / "metrics/pretrain_log.tsv",
+            runs=work / "runs",
+        )
+        t0 = time.perf_counter()
+        pre = Pretrainer(params, paths, log=lambda _m: None, experiment="bench").run()
+        pretrain_s = time.perf_counter() - t0
+        p = params.probe
+        settings = ProbeSettings(
+            c_values=tuple(p.c_values),
+            max_iter=p.max_iter,
+            knn_k=p.knn_k,
+            knn_temperature=p.knn_temperature,
+            seed=params.seed,
+        )
+        outcome = run_probe(data_dir, paths.encoder, settings, p.features, p.last_k, p.batch_size)
+    row: dict[str, Any] = {"name": job["name"], "seed": job["seed"], "overrides": job["overrides"]}
+    for source, metric in METRICS:
+        result = getattr(outcome, source)
+        row[f"{source}_{metric}"] = float(getattr(result, f"{metric}_top1"))
+    row.update(
+        pretrain_wall_s=round(pretrain_s, 2),
+        train_loop_s=pre["wall_time_s"],
+        loss=pre["loss"],
+        effective_rank=pre["effective_rank"],
+        position_share=pre["position_share"],
+    )
+    return row
+
+
+def summarise(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and (sample) std over seeds of every numeric column, plus the gains over random init."""
+    out: dict[str, Any] = {"name": name, "summary": True, "seeds": [r["seed"] for r in rows]}
+    keys = [f"{s}_{m}" for s, m in METRICS] + [
+        "pretrain_wall_s",
+        "effective_rank",
+        "position_share",
+    ]
+    for r in rows:
+        r["gain_linear"] = r["pretrained_linear"] - r["random_init_linear"]
+        r["gain_knn"] = r["pretrained_knn"] - r["random_init_knn"]
+    for key in [*keys, "gain_linear", "gain_knn"]:
+        values = [float(r[key]) for r in rows]
+        out[f"{key}_mean"] = statistics.fmean(values)
+        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return out
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """Human-readable mean ± std table (accuracies in %)."""
+
+    def cell(key: str, scale: float = 100.0, digits: int = 1) -> str:
+        m, s = summary[f"{key}_mean"] * scale, summary[f"{key}_std"] * scale
+        return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+    lines = [
+        f"{summary['name']} (seeds {summary['seeds']})",
+        f"{'encoder':<14}{'linear %':>16}{'20-NN %':>16}",
+    ]
+    for source, label in (
+        ("pretrained", "pretrained EMA"),
+        ("random_init", "random init"),
+        ("pixels", "raw pixels"),
+    ):
+        lines.append(f"{label:<14}{cell(source + '_linear'):>16}{cell(source + '_knn'):>16}")
+    lines.append(f"{'gain vs init':<14}{cell('gain_linear'):>16}{cell('gain_knn'):>16}")
+    lines.append(
+        f"pretrain wall {cell('pretrain_wall_s', 1.0)} s; effective rank "
+        f"{cell('effective_rank', 1.0)}; position share {cell('position_share', 1.0, 3)}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--params", default=str(ROOT / "params.yaml"), help="params file")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--data-source", choices=["digits", "image_folder", "cifar10"])
+    parser.add_argument("--data-path", help="image folder root or CIFAR-10 tarball/folder")
+    parser.add_argument("--name", default="", help="label of this configuration in the output")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: default)")
+    parser.add_argument("--json-out", help="append the JSON lines to this file too")
+    args = parser.parse_args(argv)
+    try:
+        overrides = parse_set(args.set)
+        if args.seeds < 1:
+            raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+        seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+        # Validate once up front, so a bad --set fails in a second, not after a pretraining.
+        build_params(Path(args.params), overrides, seeds[0], args.data_source, args.data_path)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    name = args.name or (" ".join(args.set) or "defaults")
+    jobs = [
+        {
+            "name": name,
+            "seed": s,
+            "overrides": overrides,
+            "params": args.params,
+            "source": args.data_source,
+            "path": args.data_path,
+            "threads": args.threads,
+        }
+        for s in seeds
+    ]
+    rows: list[dict[str, Any]] = []
+
+    def emit(row: dict[str, Any]) -> None:
+        """Print (and append) each result as soon as it exists: a long run killed midway keeps
+        the seeds it finished."""
+        line = json.dumps(row, sort_keys=True)
+        print(line, flush=True)
+        if args.json_out:
+            with open(args.json_out, "a") as fh:
+                fh.write(line + "\n")
+
+    if args.jobs > 1:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            for row in pool.map(run_seed, jobs):
+                rows.append(row)
+                emit(row)
+    else:
+        for job in jobs:
+            rows.append(run_seed(job))
+            emit(rows[-1])
+    summary = summarise(name, rows)
+    emit(summary)
+    print(format_table(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
