@@ -161,6 +161,9 @@ class ModelParams(Section):
     mlp_ratio: float = Field(4.0, gt=0)
     drop_path: float = Field(0.0, ge=0, lt=1)
     pos_embed: Literal["sincos", "learned"] = "sincos"
+    # Issue 9: weight of the VICReg variance-covariance term on the context encoder's pooled
+    # embeddings (hjepa.regularizers); 0 = plain H-JEPA loss.
+    vicreg_weight: float = Field(0.1, ge=0, le=100)
     layerscale: LayerScaleParams = Field(default_factory=LayerScaleParams)
     predictor: PredictorParams = Field(default_factory=PredictorParams)
     hierarchy: list[LevelParams] = Field(
@@ -221,7 +224,7 @@ class AugmentParams(Section):
 
 
 class TrainParams(Section):
-    epochs: int = Field(20, gt=0)
+    epochs: int = Field(40, gt=0)
     batch_size: int = Field(128, gt=0)
     lr: float = Field(1e-3, gt=0, lt=1)
     min_lr: float = Field(1e-6, ge=0, lt=1)
@@ -234,6 +237,8 @@ class TrainParams(Section):
     num_workers: int = Field(0, ge=0, le=64)
     log_every: int = Field(10, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Online k-NN on the val split every N epochs (0 = off); see hjepa.diagnostics.
+    monitor_every: int = Field(0, ge=0)
     augment: AugmentParams = Field(default_factory=AugmentParams)
 
     @model_validator(mode="after")

@@ -37,6 +37,8 @@ from hjepa.checkpoint import (
 )
 from hjepa.config import Params
 from hjepa.data.prepared import load_split
+from hjepa.data.transforms import to_model_input
+from hjepa.diagnostics import encoder_diagnostics
 from hjepa.distributed import DistInfo, barrier, init_distributed, shutdown
 from hjepa.ema import ema_update, momentum_at
 from hjepa.io import write_json, write_text
@@ -46,6 +48,7 @@ from hjepa.models.hjepa import HJEPA
 from hjepa.schedules import cosine_at, lr_at
 
 COLLAPSE_STD = 1e-3  # target-feature std below this = representation collapse
+DIAG_IMAGES = 256  # train images (fixed) behind the per-epoch rank / position-share diagnostics
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ def shaping_params(params: Params) -> dict[str, Any]:
             t.grad_clip,
             list(t.augment.crop_scale),
             t.augment.hflip,
+            t.monitor_every,
         ],
     }
 
@@ -204,11 +208,18 @@ class Pretrainer:
         self.log_every = t.log_every
         self.grad_clip = t.grad_clip
         self.num_workers = t.num_workers
+        self.monitor_every = t.monitor_every
 
         _seed_everything(params.seed)
         images = (
             train_images if train_images is not None else load_split(paths.data_dir, "train")[0]
         )
+        pick = np.random.default_rng(params.seed).permutation(len(images))[:DIAG_IMAGES]
+        self.diag_images = to_model_input(np.array(images[np.sort(pick)]))
+        self.monitor: tuple[torch.Tensor, np.ndarray] | None = None
+        if self.monitor_every > 0:
+            val_images, val_labels = load_split(paths.data_dir, "val")
+            self.monitor = (to_model_input(np.array(val_images)), np.asarray(val_labels))
         self.batches = PretrainBatches(
             images,
             batch_size=t.batch_size,
@@ -332,7 +343,7 @@ class Pretrainer:
                 self.model.train()
                 self.batches.set_epoch(epoch)
                 loader = make_loader(self.batches, self.num_workers)
-                sums = torch.zeros(n_levels + 2, device=self.device)
+                sums = torch.zeros(n_levels + 3, device=self.device)
                 wait = 0.0
                 t0 = time.perf_counter()
                 t_fetch = time.perf_counter()
@@ -344,8 +355,9 @@ class Pretrainer:
                     batch = batch.to(self.device)
                     out, grad_norm = self.train_step(batch.images, batch.masks, step)
                     m = momentum_at(step, self.total_steps, *self.momentum)
+                    reg = out.reg_loss if out.reg_loss is not None else out.target_std.new_zeros(())
                     sums += torch.stack(
-                        [out.loss.detach().float(), out.target_std.float()]
+                        [out.loss.detach().float(), out.target_std.float(), reg.float()]
                         + [v.float() for v in out.level_losses]
                     )
                     if writer is not None and (step + 1) % self.log_every == 0:
@@ -386,7 +398,7 @@ class Pretrainer:
             t = torch.tensor(means, device=self.device)
             torch.distributed.all_reduce(t)
             means = (t / self.dist.world_size).tolist()
-        loss, target_std, levels = means[0], means[1], means[2:]
+        loss, target_std, reg, levels = means[0], means[1], means[2], means[3:]
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "step": (epoch + 1) * self.steps_per_epoch,
@@ -399,6 +411,8 @@ class Pretrainer:
                 "weight_decay": wd,
                 "ema_momentum": m,
                 "target_std": target_std,
+                "reg_loss": reg,
+                **self._diagnostics(epoch),
                 "images_per_s": self.steps_per_epoch * self.batches.batch_size / epoch_time,
                 "data_wait_frac": wait / epoch_time,
             }
@@ -419,6 +433,9 @@ class Pretrainer:
             )
         if writer is not None:
             writer.add_scalar("epoch/loss", loss, row["step"])
+            for key in ("reg_loss", "effective_rank", "position_share", "knn_monitor"):
+                if isinstance(row.get(key), float):
+                    writer.add_scalar(f"repr/{key}", row[key], row["step"])
             writer.add_scalar("epoch/data_wait_frac", row["data_wait_frac"], row["step"])
         if self.dist.is_main:
             _write_tsv(self.paths.log_tsv, self.rows)
@@ -428,6 +445,22 @@ class Pretrainer:
                     self.paths.checkpoints, epoch + 1, self._state(epoch + 1), self.keep_checkpoints
                 )
         barrier(self.dist)
+
+    def _diagnostics(self, epoch: int) -> dict[str, Any]:
+        """Representation health of the EMA target encoder (the one the probe reads); the
+        online k-NN only every ``train.monitor_every`` epochs and at the last ("" otherwise)."""
+        images = self.diag_images.to(self.device)
+        out = encoder_diagnostics(self.model.target_encoder, images)
+        if self.monitor is not None:
+            due = (epoch + 1) % self.monitor_every == 0 or epoch + 1 == self.epochs
+            knn: Any = ""
+            if due:
+                val = encoder_diagnostics(
+                    self.model.target_encoder, self.monitor[0].to(self.device), self.monitor[1]
+                )
+                knn = val["knn_monitor"]
+            out["knn_monitor"] = knn
+        return out
 
     # -------------------------------------------------------------------------- logging
     def _writer(self) -> Any:
@@ -476,6 +509,8 @@ class Pretrainer:
                 self.total_steps * self.batches.batch_size / max(self.wall_time, 1e-9), 2
             ),
             "target_std": last["target_std"],
+            "effective_rank": last["effective_rank"],
+            "position_share": last["position_share"],
             "collapsed": bool(last["target_std"] < COLLAPSE_STD),
             "encoder_params": n_params,
             "layerscale": bool(self.params.model.layerscale.use_layerscale),

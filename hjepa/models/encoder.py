@@ -65,6 +65,9 @@ def encoder_arch(params: Params) -> dict[str, Any]:
     """
     m = params.model
     ls = m.layerscale
+    # Read both LayerScale keys unconditionally: the stage that builds the model declares both,
+    # and `hjepa dag check` would (rightly) flag a key that is only read some of the time.
+    use_layerscale, init_value = ls.use_layerscale, ls.init_value
     return {
         "img_size": params.data.image_size,
         "patch_size": m.patch_size,
@@ -75,7 +78,7 @@ def encoder_arch(params: Params) -> dict[str, Any]:
         "mlp_ratio": m.mlp_ratio,
         "drop_path": m.drop_path,
         "pos_embed": m.pos_embed,
-        "layerscale_init": ls.init_value if ls.use_layerscale else None,
+        "layerscale_init": init_value if use_layerscale else None,
         "hierarchy_depths": [level.depth for level in m.hierarchy],
     }
 

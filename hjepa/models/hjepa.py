@@ -33,6 +33,7 @@ from hjepa.config import Params
 from hjepa.loss import hierarchical_loss
 from hjepa.models.encoder import Encoder, build_encoder, encoder_arch, gather_tokens
 from hjepa.models.predictor import Predictor, pool_grid
+from hjepa.regularizers import pooled_embedding, vicreg
 
 if TYPE_CHECKING:
     from hjepa.masks import Masks
@@ -48,6 +49,7 @@ class JEPAOutput:
     loss: Tensor
     level_losses: list[Tensor]
     target_std: Tensor
+    reg_loss: Tensor | None = None  # detached weighted regulariser (None when its weight is 0)
 
 
 def coarse_targets(
@@ -88,9 +90,11 @@ class HJEPA(nn.Module):
         m = params.model
         ls = m.layerscale
         arch = encoder_arch(params)
+        in_predictor, init_value = ls.in_predictor, ls.init_value
         self.grid_size = params.grid_size
         self.depth = int(arch["depth"])
         self.levels = [(lv.depth, lv.scale, lv.weight) for lv in m.hierarchy]
+        self.vicreg_weight = float(m.vicreg_weight)
         self.context_encoder: Encoder = build_encoder(arch)
         self.target_encoder: Encoder = copy.deepcopy(self.context_encoder)
         self.target_encoder.requires_grad_(False)
@@ -103,7 +107,7 @@ class HJEPA(nn.Module):
             depth=p.depth,
             heads=p.heads,
             mlp_ratio=float(arch["mlp_ratio"]),
-            layerscale_init=ls.init_value if ls.in_predictor else None,
+            layerscale_init=init_value if in_predictor else None,
             pos_embed=str(arch["pos_embed"]),
             scales=[s for _, s, _ in self.levels],
         )
@@ -140,4 +144,18 @@ class HJEPA(nn.Module):
         loss, level_losses = hierarchical_loss(
             preds, targets, [pad for _, pad in queries], [w for _, _, w in self.levels]
         )
-        return JEPAOutput(loss=loss, level_losses=level_losses, target_std=feature_std(feats[-1]))
+        reg = self.regularizer(context, masks.context_pad)
+        if reg is not None:
+            loss = loss + reg
+        return JEPAOutput(
+            loss=loss,
+            level_losses=level_losses,
+            target_std=feature_std(feats[-1]),
+            reg_loss=None if reg is None else reg.detach(),
+        )
+
+    def regularizer(self, context: Tensor, pad: Tensor | None) -> Tensor | None:
+        """Weighted VICReg of the pooled context embeddings (None when the weight is 0)."""
+        if self.vicreg_weight == 0:
+            return None
+        return self.vicreg_weight * vicreg(pooled_embedding(context, pad))

@@ -1,0 +1,99 @@
+"""Cheap representation diagnostics logged once per epoch during pretraining.
+
+Why these three: issue 9's failure (pretraining made features worse than random init) showed up
+as features dominated by token position and pooled vectors of low rank, invisible in the loss.
+
+- ``effective_rank``: exp of the entropy of the normalised singular values of pooled features
+  (Roy & Vetterli 2007): 1 = every image maps to one direction, D = isotropic.
+- ``position_share``: the share of token-feature variance explained by the token's position alone
+  (per-position means over the batch); near 1 means the features say where, not what.
+- ``loo_knn_accuracy``: leave-one-out weighted k-NN on a small labelled held-out set (the val
+  split; labels used only for this monitor), the online proxy for the probe's k-NN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["effective_rank", "encoder_diagnostics", "loo_knn_accuracy", "position_share"]
+
+MONITOR_K = 20  # neighbours of the online k-NN monitor (the probe's default k)
+MONITOR_TEMPERATURE = 0.07
+
+
+def effective_rank(x: Tensor) -> float:
+    """exp(entropy of σ/Σσ) of the centred (N, D) matrix ``x``; 0.0 for an all-constant batch."""
+    x = x.double() - x.double().mean(dim=0, keepdim=True)
+    s = torch.linalg.svdvals(x)
+    total = s.sum()
+    if total <= 0:
+        return 0.0
+    p = s / total
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def position_share(tokens: Tensor) -> float:
+    """Fraction of the variance of ``tokens`` (B, N, D) explained by the position index N."""
+    t = tokens.double()
+    total = (t - t.mean(dim=(0, 1), keepdim=True)).pow(2).sum(-1).mean()
+    per_pos = t.mean(dim=0, keepdim=True)
+    between = (per_pos - t.mean(dim=(0, 1), keepdim=True)).pow(2).sum(-1).mean()
+    return float(between / total) if total > 0 else 0.0
+
+
+def loo_knn_accuracy(
+    feats: np.ndarray,
+    labels: np.ndarray,
+    k: int = MONITOR_K,
+    temperature: float = MONITOR_TEMPERATURE,
+) -> float:
+    """Leave-one-out cosine k-NN (DINO weighting) accuracy of ``feats`` (N, D) on ``labels``."""
+    n = len(feats)
+    if n < 2:
+        return float("nan")
+    x = feats.astype(np.float64)
+    x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-8)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    k = min(k, n - 1)
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    weights = np.exp((np.take_along_axis(sims, top, axis=1) - 1.0) / temperature)
+    classes = int(labels.max()) + 1
+    votes = np.zeros((n, classes))
+    np.add.at(votes, (np.arange(n)[:, None], labels[top]), weights)
+    return float(np.mean(votes.argmax(1) == labels))
+
+
+@torch.no_grad()
+def encoder_diagnostics(
+    encoder: torch.nn.Module,
+    images: Tensor,
+    labels: np.ndarray | None = None,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Effective rank of pooled features and position share of the (layer-normed) final tokens
+    of ``encoder`` on ``images``; with ``labels``, also the leave-one-out k-NN accuracy."""
+    was_training = encoder.training
+    encoder.eval()
+    tokens = torch.cat(
+        [
+            encoder(images[i : i + batch_size]).tokens.float()
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+    encoder.train(was_training)
+    normed = torch.nn.functional.layer_norm(tokens, (tokens.shape[-1],))
+    pooled = tokens.mean(dim=1)
+    out: dict[str, Any] = {
+        "effective_rank": effective_rank(pooled.cpu()),
+        "position_share": position_share(normed.cpu()),
+    }
+    if labels is not None:
+        out["knn_monitor"] = loo_knn_accuracy(pooled.cpu().numpy(), np.asarray(labels))
+    return out

@@ -1,0 +1,188 @@
+"""Issue 9 levers and diagnostics: VICReg on pooled context embeddings, the per-epoch
+representation diagnostics (effective rank, position share, online k-NN) and the quality
+benchmark's plumbing. Each test fails if its feature were removed or ignored."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, stage_dir, tiny_params
+
+from hjepa.config import parse_params
+from hjepa.diagnostics import effective_rank, encoder_diagnostics, loo_knn_accuracy, position_share
+from hjepa.masks import MaskGenerator
+from hjepa.models.hjepa import HJEPA
+from hjepa.regularizers import pooled_embedding, vicreg
+from hjepa.train import Pretrainer, PretrainPaths
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_quality  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- regulariser
+def test_vicreg_penalises_collapse_and_correlation_not_a_whitened_batch():
+    g = torch.Generator().manual_seed(0)
+    white = torch.randn(4096, 8, generator=g)
+    collapsed = torch.ones(64, 8)
+    correlated = white[:, :1].repeat(1, 8)  # unit variance, but every channel is the same
+    assert float(vicreg(white)) < 0.05
+    assert float(vicreg(collapsed)) > 0.95  # variance hinge: std 0 everywhere
+    assert float(vicreg(correlated)) > 5.0  # covariance term: 8·7 off-diagonal ones / 8
+
+
+def test_vicreg_gradient_spreads_a_collapsed_batch():
+    emb = (torch.ones(32, 4) + 1e-3 * torch.randn(32, 4)).requires_grad_(True)
+    vicreg(emb).backward()
+    step = emb - 10.0 * emb.grad
+    assert float(step.detach().std(0).mean()) > float(emb.detach().std(0).mean())
+
+
+def test_pooled_embedding_ignores_padding():
+    tokens = torch.tensor([[[1.0, 1.0], [3.0, 3.0], [100.0, 100.0]]])
+    pad = torch.tensor([[False, False, True]])
+    assert torch.equal(pooled_embedding(tokens, pad), torch.tensor([[2.0, 2.0]]))
+    assert torch.allclose(pooled_embedding(tokens, None), torch.tensor([[104 / 3, 104 / 3]]))
+
+
+def _forward(weight: float) -> tuple[HJEPA, torch.Tensor, object, object]:
+    params = parse_params(tiny_params(**{"model.vicreg_weight": weight}))
+    torch.manual_seed(0)
+    model = HJEPA(params).train()
+    images = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    masks = MaskGenerator(params.mask, params.grid_size).sample(8, torch.Generator().manual_seed(2))
+    torch.manual_seed(3)
+    return model, images, masks, model(images, masks)
+
+
+def test_vicreg_weight_adds_exactly_its_weighted_term_to_the_loss():
+    _, _, _, plain = _forward(0.0)
+    model, images, masks, reg = _forward(0.5)
+    assert plain.reg_loss is None
+    context = model.context_encoder(
+        images, keep_idx=masks.context_idx, pad_mask=masks.context_pad
+    ).tokens
+    expected = 0.5 * vicreg(pooled_embedding(context, masks.context_pad))
+    assert reg.reg_loss is not None and float(reg.reg_loss) > 0
+    assert math.isclose(float(reg.loss - plain.loss), float(expected), rel_tol=1e-4)
+    assert math.isclose(float(reg.reg_loss), float(expected), rel_tol=1e-4)
+
+
+# ----------------------------------------------------------------------------- diagnostics
+def test_effective_rank_counts_directions():
+    g = torch.Generator().manual_seed(0)
+    rank1 = torch.randn(200, 1, generator=g) * torch.randn(1, 16, generator=g)
+    iso = torch.randn(2000, 16, generator=g)
+    assert effective_rank(rank1) == pytest.approx(1.0, abs=1e-3)
+    assert 14.0 < effective_rank(iso) <= 16.0
+    assert effective_rank(torch.ones(10, 4)) == 0.0
+
+
+def test_position_share_separates_where_from_what():
+    g = torch.Generator().manual_seed(0)
+    pos = torch.randn(1, 10, 8, generator=g).expand(32, 10, 8)
+    content = torch.randn(32, 1, 8, generator=g).expand(32, 10, 8)
+    assert position_share(pos + 1e-3 * torch.randn(32, 10, 8, generator=g)) > 0.99
+    assert position_share(content) < 1e-6
+
+
+def test_loo_knn_is_perfect_on_separated_clusters_and_excludes_self():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    centres = rng.normal(size=(3, 5)) * 10
+    feats = centres[labels] + rng.normal(size=(60, 5)) * 0.1
+    assert loo_knn_accuracy(feats, labels, k=5) == 1.0
+    # Each point alone in its class: with itself excluded, no neighbour can vote for it.
+    assert loo_knn_accuracy(rng.normal(size=(6, 5)), np.arange(6), k=3) == 0.0
+
+
+def test_encoder_diagnostics_reports_knn_only_with_labels():
+    params = parse_params(tiny_params())
+    torch.manual_seed(0)
+    enc = HJEPA(params).target_encoder
+    images = torch.rand(16, 1, 8, 8)
+    assert set(encoder_diagnostics(enc, images)) == {"effective_rank", "position_share"}
+    out = encoder_diagnostics(enc, images, np.arange(16) % 2)
+    assert 0.0 <= out["knn_monitor"] <= 1.0
+
+
+def _paths(d: Path) -> PretrainPaths:
+    return PretrainPaths(
+        data_dir=d / "data" / "prepared",
+        checkpoints=d / "models" / "checkpoints",
+        encoder=d / "models" / "encoder_ema.pt",
+        metrics=d / "metrics" / "pretrain.json",
+        log_tsv=d / "metrics" / "pretrain_log.tsv",
+        runs=d / "runs",
+    )
+
+
+def _rows(d: Path) -> list[dict[str, str]]:
+    with open(d / "metrics" / "pretrain_log.tsv") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+@pytest.mark.parametrize("monitor_every", [0, 2])
+def test_monitor_every_controls_the_online_knn(tmp_path, prepared_digits, monitor_every):
+    d = stage_dir(tmp_path, prepared_digits)
+    params = parse_params(tiny_params(**{"train.epochs": 3, "train.monitor_every": monitor_every}))
+    metrics = Pretrainer(params, _paths(d), log=lambda m: None).run()
+    rows = _rows(d)
+    assert metrics["effective_rank"] > 0 and 0 <= metrics["position_share"] <= 1
+    for row in rows:
+        assert float(row["effective_rank"]) > 0 and 0 <= float(row["position_share"]) <= 1
+        assert float(row["reg_loss"]) > 0  # params.yaml's default VICReg weight is on
+    if monitor_every == 0:
+        assert "knn_monitor" not in rows[0]
+    else:
+        # epochs 2 (every 2nd) and 3 (the last) are measured, epoch 1 is not
+        assert [r["knn_monitor"] != "" for r in rows] == [False, True, True]
+        assert 0.0 <= float(rows[-1]["knn_monitor"]) <= 1.0
+
+
+# ------------------------------------------------------------------------------- benchmark
+def test_bench_parse_set_and_build_params(tmp_path):
+    overrides = bench_quality.parse_set(["model.vicreg_weight=0.5", "mask.target_scale=[0.1,0.2]"])
+    assert overrides == {"model.vicreg_weight": 0.5, "mask.target_scale": [0.1, 0.2]}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(json.dumps(tiny_params()))
+    p = bench_quality.build_params(params_file, overrides, 7, "image_folder", str(tmp_path))
+    assert (p.seed, p.model.vicreg_weight, p.data.source) == (7, 0.5, "image_folder")
+    assert p.data.path == str(tmp_path.resolve())
+    with pytest.raises(Exception, match="key=value"):
+        bench_quality.parse_set(["no-equals-sign"])
+
+
+def test_bench_rejects_a_bad_override_before_training(tmp_path, capsys):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(json.dumps(tiny_params()))
+    code = bench_quality.main(["--params", str(params_file), "--set", "model.vicreg_weigth=1"])
+    assert code == 2
+    assert "vicreg_weigth" in capsys.readouterr().err
+
+
+def test_bench_end_to_end_two_seeds(tmp_path, capsys):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(json.dumps(tiny_params(**{"train.epochs": 1, "train.warmup_epochs": 0})))
+    out = tmp_path / "rows.jsonl"
+    code = bench_quality.main(
+        ["--params", str(params_file), "--seeds", "2", "--name", "t", "--json-out", str(out)]
+    )
+    assert code == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    rows, summary = lines[:2], lines[2]
+    assert [r["seed"] for r in rows] == [0, 1] and summary["summary"] is True
+    # Seeds differ in split and init, so the pretrained results (and the spread) differ.
+    assert rows[0]["pretrained_knn"] != rows[1]["pretrained_knn"] or (
+        rows[0]["random_init_linear"] != rows[1]["random_init_linear"]
+    )
+    mean = (rows[0]["pixels_linear"] + rows[1]["pixels_linear"]) / 2
+    assert summary["pixels_linear_mean"] == pytest.approx(mean)
+    table = capsys.readouterr().out
+    assert "pretrained EMA" in table and "random init" in table and "raw pixels" in table
