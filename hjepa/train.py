@@ -516,6 +516,10 @@ class Pretrainer:
             "layerscale": bool(self.params.model.layerscale.use_layerscale),
         }
         if self.dist.is_main:
+            # Every output is (re)written here, from state restored with the checkpoint too: a
+            # rerun that resumes from the final checkpoint (DVC deleted the outputs, or they
+            # were lost) must still leave the complete set behind.
+            _write_tsv(self.paths.log_tsv, self.rows)
             save_encoder(
                 self.paths.encoder,
                 self.model.target_encoder,

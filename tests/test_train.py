@@ -263,3 +263,19 @@ def test_ddp_two_processes_match_one_process(tmp_path, prepared_digits):
     a, b = encoder_state(single), encoder_state(d)
     diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
     assert diff < 1e-3
+
+
+def test_rerun_after_finished_run_regenerates_deleted_outputs(tmp_path, prepared_digits):
+    """DVC deletes a stage's outputs before rerunning it; resuming from the final checkpoint
+    must write all of them again, identical to the first run (not just the encoder)."""
+    d = stage_dir(tmp_path, prepared_digits, **{"train.epochs": 2})
+    run_stage_subprocess("pipeline.pretrain", d)
+    tsv = (d / "metrics" / "pretrain_log.tsv").read_text()
+    enc = encoder_state(d)
+    for out in ("metrics/pretrain_log.tsv", "metrics/pretrain.json", "models/encoder_ema.pt"):
+        (d / out).unlink()
+    again = run_stage_subprocess("pipeline.pretrain", d)
+    assert "resuming from" in again.stdout + again.stderr
+    assert (d / "metrics" / "pretrain_log.tsv").read_text() == tsv
+    assert (d / "metrics" / "pretrain.json").is_file()
+    assert all(torch.equal(enc[k], v) for k, v in encoder_state(d).items())
