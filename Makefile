@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test lint check
+.PHONY: setup run test lint prefect-server serve
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,3 +27,10 @@ test: setup
 
 lint: setup
 	ruff check . && ruff format --check .
+
+# Prefect UI on this machine only (analytics off, loopback), then the deployments that it runs.
+prefect-server: setup
+	prefect server start --host 127.0.0.1 --port 4200
+
+serve: setup
+	PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.serve --project-dir .
