@@ -91,25 +91,12 @@ def run_seed(job: dict[str, Any]) -> dict[str, Any]:
         work = Path(tmp)
         data_dir = work / "data/prepared"
         prepare_dataset(params, data_dir, work / "metrics/data.json")
-        paths = PretrainPaths(
-            data_dir=data_dir,
-            checkpoints=work / "models/checkpoints",
-            encoder=work / "models/encoder_ema.pt",
-            metrics=work / "metrics/pretrain.json",
-            log_tsv=work / "metrics/pretrain_log.tsv",
-            runs=work / "runs",
-        )
+        paths = PretrainPaths.under(work, data_dir=data_dir)
         t0 = time.perf_counter()
         pre = Pretrainer(params, paths, log=lambda _m: None, experiment="bench").run()
         pretrain_s = time.perf_counter() - t0
         p = params.probe
-        settings = ProbeSettings(
-            c_values=tuple(p.c_values),
-            max_iter=p.max_iter,
-            knn_k=p.knn_k,
-            knn_temperature=p.knn_temperature,
-            seed=params.seed,
-        )
+        settings = ProbeSettings.from_params(params)
         outcome = run_probe(data_dir, paths.encoder, settings, p.features, p.last_k, p.batch_size)
     row: dict[str, Any] = {"name": job["name"], "seed": job["seed"], "overrides": job["overrides"]}
     for source, metric in METRICS:

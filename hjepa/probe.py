@@ -18,6 +18,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
+from hjepa.config import Params
+
 __all__ = [
     "CSelection",
     "EvalResult",
@@ -47,6 +49,18 @@ class ProbeSettings:
     knn_k: int
     knn_temperature: float
     seed: int
+
+    @classmethod
+    def from_params(cls, params: Params) -> ProbeSettings:
+        """Reads every one of these keys (the probe stage declares them all)."""
+        probe = params.probe
+        return cls(
+            c_values=tuple(probe.c_values),
+            max_iter=probe.max_iter,
+            knn_k=probe.knn_k,
+            knn_temperature=probe.knn_temperature,
+            seed=params.seed,
+        )
 
 
 @dataclass(frozen=True)

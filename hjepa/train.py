@@ -18,7 +18,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,15 @@ class PretrainPaths:
     metrics: Path = Path("metrics/pretrain.json")
     log_tsv: Path = Path("metrics/pretrain_log.tsv")
     runs: Path = Path("runs")
+
+    @classmethod
+    def under(cls, root: Path, data_dir: Path | None = None) -> PretrainPaths:
+        """The default layout below ``root`` (tests, benchmarks) instead of the working dir."""
+        d = cls()
+        moved = {f.name: root / getattr(d, f.name) for f in fields(cls)}
+        if data_dir is not None:
+            moved["data_dir"] = data_dir
+        return cls(**moved)
 
 
 def resolve_device(name: str) -> torch.device:

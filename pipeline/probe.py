@@ -21,13 +21,7 @@ CONFUSION = Path("metrics/confusion.csv")
 
 def body(params: Params) -> None:
     probe = params.probe
-    settings = ProbeSettings(
-        c_values=tuple(probe.c_values),
-        max_iter=probe.max_iter,
-        knn_k=probe.knn_k,
-        knn_temperature=probe.knn_temperature,
-        seed=params.seed,
-    )
+    settings = ProbeSettings.from_params(params)
     features, last_k, batch_size = probe.features, probe.last_k, probe.batch_size
     outcome = run_probe(DATA_ROOT, ENCODER, settings, features, last_k, batch_size)
     metrics = write_outputs(outcome, METRICS, CONFUSION)

@@ -352,7 +352,14 @@ def test_serve_cli_registers_and_runs_the_pipeline(
         assert (root / "metrics" / "toy.json").is_file()
     finally:
         os.killpg(serve.pid, signal.SIGINT)
-        output = serve.communicate(timeout=30)[0]
+        try:
+            output = serve.communicate(timeout=120)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            output = serve.communicate()[0]
+            raise AssertionError(
+                f"flows.serve did not stop within 120 s of Ctrl-C:\n{output[-3000:]}"
+            ) from None
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(name)
     assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"], output

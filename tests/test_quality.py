@@ -113,14 +113,7 @@ def test_encoder_diagnostics_reports_knn_only_with_labels():
 
 
 def _paths(d: Path) -> PretrainPaths:
-    return PretrainPaths(
-        data_dir=d / "data" / "prepared",
-        checkpoints=d / "models" / "checkpoints",
-        encoder=d / "models" / "encoder_ema.pt",
-        metrics=d / "metrics" / "pretrain.json",
-        log_tsv=d / "metrics" / "pretrain_log.tsv",
-        runs=d / "runs",
-    )
+    return PretrainPaths.under(d)
 
 
 def _rows(d: Path) -> list[dict[str, str]]:

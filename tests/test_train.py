@@ -21,14 +21,7 @@ from hjepa.train import Pretrainer, PretrainPaths
 
 
 def paths_in(d: Path) -> PretrainPaths:
-    return PretrainPaths(
-        data_dir=d / "data" / "prepared",
-        checkpoints=d / "models" / "checkpoints",
-        encoder=d / "models" / "encoder_ema.pt",
-        metrics=d / "metrics" / "pretrain.json",
-        log_tsv=d / "metrics" / "pretrain_log.tsv",
-        runs=d / "runs",
-    )
+    return PretrainPaths.under(d)
 
 
 def encoder_state(d: Path) -> dict[str, torch.Tensor]:
