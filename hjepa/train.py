@@ -16,6 +16,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -345,6 +346,8 @@ class Pretrainer:
             unit="step",
             disable=not self.dist.is_main,
             dynamic_ncols=True,
+            # In a log file (DVC, Prefect, CI) redraw rarely instead of on every step.
+            mininterval=0.1 if sys.stderr.isatty() else 15.0,
         )
         images_per_step = self.batches.batch_size
         try:
