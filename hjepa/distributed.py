@@ -1,4 +1,4 @@
-"""Process-group set-up for torchrun (DDP): gloo on CPU, NCCL on CUDA; no-op in one process."""
+"""Process-group set-up for torchrun (DDP): gloo on CPU, NCCL on CUDA; nothing in one process."""
 
 from __future__ import annotations
 
