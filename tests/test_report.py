@@ -37,7 +37,7 @@ def _fake_metrics(root: Path, gammas: bool) -> None:
         )
     )
     cols = ["epoch", "step", "loss", "loss_level_0", "loss_level_1", "lr", "weight_decay"]
-    cols += ["ema_momentum", "target_std", "images_per_s"]
+    cols += ["ema_momentum", "target_std", "reg_loss", "images_per_s"]
     if gammas:
         cols += ["gamma_ctx_block1", "gamma_ctx_block2", "gamma_tgt_block1", "gamma_tgt_block2"]
     rows = ["\t".join(cols)]
@@ -97,6 +97,7 @@ def test_report_has_every_section_and_real_figures(tmp_path):
     assert "+20.00 points" in text
     assert "| `model.width`" not in text and "| model.width | 16 |" in text
     assert "| wall_time_s | 3.5 |" in text
+    assert "| regulariser (VICReg, weighted) | — | 0.08333 |" in text
     assert "| emu | — |" in text
     for key, name in FIGURE_NAMES.items():
         path = tmp_path / "reports" / "figures" / name

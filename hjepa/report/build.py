@@ -128,6 +128,8 @@ def _pretraining(inp: ReportInputs, figs: dict[str, Path | None], rel: str) -> l
         loss_rows.append(
             (col.replace("loss_", ""), inp.pretrain.get(col), None if final is None else final[col])
         )
+    if final is not None and "reg_loss" in inp.log.columns:
+        loss_rows.append(("regulariser (VICReg, weighted)", None, final["reg_loss"]))
     out = [
         "## Pretraining",
         "",

@@ -61,13 +61,15 @@ def gamma_columns(log: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def loss_curves(log: pd.DataFrame, path: Path) -> Path:
-    """Total loss and each hierarchy level's loss against the optimiser step."""
+    """Total loss, each hierarchy level's loss and the regulariser against the step."""
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(log["step"], log["loss"], label="total", linewidth=2, color="black")
     for col in level_columns(log):
         ax.plot(log["step"], log[col], label=col.replace("loss_", "").replace("_", " "))
+    if "reg_loss" in log.columns:  # the weighted VICReg term, part of the total
+        ax.plot(log["step"], log["reg_loss"], label="regulariser (VICReg)", linestyle="--")
     ax.set_xlabel("step")
-    ax.set_ylabel("smooth L1 loss")
+    ax.set_ylabel("loss")
     ax.set_title("Pretraining loss per hierarchy level")
     ax.grid(alpha=0.3)
     ax.legend()
