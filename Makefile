@@ -26,7 +26,7 @@ test: setup
 	python -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	ruff check . && ruff format --check .
+	ruff check . && ruff format --check . && mypy hjepa pipeline
 
 # Prefect UI on this machine only (analytics off, loopback), then the deployments that it runs.
 prefect-server: setup

@@ -11,6 +11,7 @@ Masks are built here, i.e. in the DataLoader's worker processes when ``train.num
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ def batch_seed(seed: int, epoch: int, index: int, stream: int = 0) -> int:
     return int(state[0] >> 1)
 
 
-def _whole_batch(batch: Batch) -> Batch:
+def _whole_batch(batch: Any) -> Any:
     return batch
 
 

@@ -111,7 +111,8 @@ def _no_decay(name: str, p: nn.Parameter) -> bool:
 
 
 def param_groups(model: HJEPA) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module in (model.context_encoder, model.predictor):
         for name, p in module.named_parameters():
             if p.requires_grad:
@@ -137,7 +138,7 @@ def gamma_stats(model: HJEPA) -> dict[str, float]:
 
 
 def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],

@@ -89,6 +89,6 @@ def stratified_split(
                 pos += 1
         for g in order[pos:]:
             assignment[int(g)] = "train"
-        for i in np.flatnonzero(np.isin(groups, class_groups)):
-            out[i] = assignment[int(groups[i])]
+        for row in np.flatnonzero(np.isin(groups, class_groups)):
+            out[row] = assignment[int(groups[row])]
     return out.astype(str)

@@ -166,7 +166,7 @@ class Encoder(nn.Module):
             drop_path_rate=float(arch["drop_path"]),
         )
         for block in self.vit.blocks:
-            block.attn.fused_attn = True  # SDPA: flash / memory-efficient kernels on CUDA
+            block.attn.fused_attn = True  # type: ignore[union-attr]  # SDPA: flash / memory-efficient kernels on CUDA
         pe = make_pos_embed(str(arch["pos_embed"]), self.width, self.grid_size)
         if arch["pos_embed"] == "learned":
             self.pos_embed = nn.Parameter(pe)
@@ -245,6 +245,7 @@ def load_encoder(path: str | Path) -> Encoder:
     missing = [k for k in ARCH_KEYS if not isinstance(arch, dict) or k not in arch]
     if missing:
         raise UserError(f"{path}: encoder architecture lacks {', '.join(missing)}")
+    assert isinstance(arch, dict)  # checked just above
     encoder = Encoder(arch)
     try:
         encoder.load_state_dict(payload.get("state_dict") or {})

@@ -77,7 +77,7 @@ class Predictor(nn.Module):
             for _ in range(depth)
         )
         for block in self.blocks:
-            block.attn.fused_attn = True
+            block.attn.fused_attn = True  # type: ignore[union-attr]
         self.norm = nn.LayerNorm(width)
         self.heads = nn.ModuleList(nn.Linear(width, encoder_width) for _ in self.scales)
         self.apply(_init_weights)
