@@ -13,22 +13,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hjepa.config import ConfigError, apply_overrides, parse_params
+from hjepa.config import ConfigError, apply_overrides, parse_params, read_raw_params
 
 OverrideSet = Mapping[str, Any]
 
 
 def load_raw_params(project_dir: str | Path) -> dict[str, Any]:
     """The project's ``params.yaml`` as plain data (not yet validated)."""
-    path = Path(project_dir) / "params.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{path}: params file not found (is project_dir the project root?)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_raw_params(Path(project_dir) / "params.yaml")
     return raw if isinstance(raw, dict) else {}
 
 

@@ -397,16 +397,20 @@ def parse_params(raw: Any, source: str = "params") -> Params:
     return params
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate a params file (see ``parse_params``)."""
+def read_raw_params(path: str | Path = "params.yaml") -> Any:
+    """The YAML content of a params file, not yet validated (missing file / bad YAML: error)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found (run from the project root?)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_params(raw, str(path))
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file (see ``parse_params``)."""
+    return parse_params(read_raw_params(path), str(path))
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

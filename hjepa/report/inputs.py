@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from hjepa.config import parse_params, to_dict
+from hjepa.config import parse_params, read_raw_params, to_dict
 from hjepa.errors import UserError
 
 __all__ = ["ReportInputs", "flatten", "load_inputs", "load_params_dict"]
@@ -69,13 +68,7 @@ def _table(path: Path, sep: str, required: tuple[str, ...]) -> pd.DataFrame:
 
 def load_params_dict(path: Path) -> dict[str, Any]:
     """The validated, resolved params as a plain dict (validation without recording reads)."""
-    if not path.is_file():
-        raise UserError(f"{path}: params file not found (run from the project root?)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from None
-    return to_dict(parse_params(raw, str(path)))
+    return to_dict(parse_params(read_raw_params(path), str(path)))
 
 
 def load_inputs(root: Path, params: dict[str, Any] | None = None) -> ReportInputs:
