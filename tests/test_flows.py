@@ -333,6 +333,20 @@ def test_deployments_have_schedule_and_parameter_schema(
     assert schema["properties"]["jobs"]["minimum"] == 1
 
 
+def _stop_with_ctrl_c(proc: subprocess.Popen) -> str:
+    """Ctrl-C, and a second Ctrl-C if the first is not enough (Prefect's runner sometimes keeps
+    shutting down for minutes on a busy machine after one); fail if it still runs."""
+    for wait in (30, 90):
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            return proc.communicate(timeout=wait)[0]
+        except subprocess.TimeoutExpired:
+            continue
+    os.killpg(proc.pid, signal.SIGKILL)
+    output = proc.communicate()[0]
+    raise AssertionError(f"flows.serve did not stop after two Ctrl-C:\n{output[-3000:]}")
+
+
 def test_serve_cli_registers_and_runs_the_pipeline(
     prefect_server: dict[str, str], toy_project: Callable[..., Path]
 ) -> None:
@@ -351,15 +365,7 @@ def test_serve_cli_registers_and_runs_the_pipeline(
         assert _in_start_order(_task_runs(flow_run.id)) == ["a", "c", "b"]
         assert (root / "metrics" / "toy.json").is_file()
     finally:
-        os.killpg(serve.pid, signal.SIGINT)
-        try:
-            output = serve.communicate(timeout=120)[0]
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
-            output = serve.communicate()[0]
-            raise AssertionError(
-                f"flows.serve did not stop within 120 s of Ctrl-C:\n{output[-3000:]}"
-            ) from None
+        output = _stop_with_ctrl_c(serve)
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(name)
     assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"], output
