@@ -148,13 +148,20 @@ def stage_dir(tmp_path: Path, prepared: Path, **overrides: Any) -> Path:
     return tmp_path
 
 
+def stage_env(cwd: Path) -> dict[str, str]:
+    """Environment for ``python -m pipeline.<stage>`` in ``cwd``: this checkout importable and
+    ``cwd/params.yaml`` as the params file."""
+    env = project_env()
+    env["PYTHONPATH"] = str(ROOT)
+    env["HJEPA_PARAMS"] = str(cwd / "params.yaml")
+    return env
+
+
 def run_stage_subprocess(
     module: str, cwd: Path, check: bool = True, **kw: Any
 ) -> subprocess.CompletedProcess:
     """``python -m <module>`` in ``cwd`` with this checkout importable."""
-    env = project_env()
-    env["PYTHONPATH"] = str(ROOT)
-    env["HJEPA_PARAMS"] = str(cwd / "params.yaml")
+    env = stage_env(cwd)
     proc = subprocess.run(
         [sys.executable, "-m", module], cwd=cwd, env=env, capture_output=True, text=True, **kw
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, project_env, run_stage_subprocess, stage_dir, tiny_params
+from conftest import run_stage_subprocess, stage_dir, stage_env, tiny_params
 
 from hjepa.checkpoint import list_checkpoints
 from hjepa.config import parse_params
@@ -78,9 +78,7 @@ def test_sigkill_after_checkpoint_then_resume_is_bitwise_identical(
 
     (tmp_path / "run").mkdir()
     d = stage_dir(tmp_path / "run", prepared_digits, **overrides)
-    env = project_env()
-    env["PYTHONPATH"] = str(ROOT)
-    env["HJEPA_PARAMS"] = str(d / "params.yaml")
+    env = stage_env(d)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.pretrain"],
         cwd=d,
@@ -226,9 +224,7 @@ def test_ddp_two_processes_match_one_process(tmp_path, prepared_digits):
     single = _uninterrupted(tmp_path, prepared_digits, **overrides)
     (tmp_path / "ddp").mkdir()
     d = stage_dir(tmp_path / "ddp", prepared_digits, **overrides)
-    env = project_env()
-    env["PYTHONPATH"] = str(ROOT)
-    env["HJEPA_PARAMS"] = str(d / "params.yaml")
+    env = stage_env(d)
     env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run(
         [
