@@ -13,6 +13,7 @@ go to stderr (``2>/dev/null`` hides them).
     python benchmarks/bench_quality.py --data-source image_folder --data-path data/raw \\
         --set data.channels=3 --set data.image_size=32 --set model.patch_size=4
     python benchmarks/bench_quality.py --seeds 3 --jobs 3 --threads 1   # seeds in parallel
+    python benchmarks/bench_quality.py --keep /tmp/q   # keep encoders for probe_sweep.py
 
 ``--set`` takes dotted keys and YAML values (``--set mask.target_scale=[0.1,0.2]``); the result
 is validated by hjepa.config like params.yaml itself.
@@ -21,6 +22,7 @@ is validated by hjepa.config like params.yaml itself.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -87,8 +89,12 @@ def run_seed(job: dict[str, Any]) -> dict[str, Any]:
     params = build_params(
         Path(job["params"]), job["overrides"], job["seed"], job["source"], job["path"]
     )
-    with tempfile.TemporaryDirectory(prefix="bench_quality_") as tmp:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if job["keep"]:
+            work = Path(job["keep"]) / f"seed{job['seed']}"
+            work.mkdir(parents=True, exist_ok=True)
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_quality_")))
         data_dir = work / "data/prepared"
         prepare_dataset(params, data_dir, work / "metrics/data.json")
         paths = PretrainPaths.under(work, data_dir=data_dir)
@@ -97,7 +103,9 @@ def run_seed(job: dict[str, Any]) -> dict[str, Any]:
         pretrain_s = time.perf_counter() - t0
         p = params.probe
         settings = ProbeSettings.from_params(params)
-        outcome = run_probe(data_dir, paths.encoder, settings, p.features, p.last_k, p.batch_size)
+        outcome = run_probe(
+            data_dir, paths.encoder, settings, p.features, p.last_k, p.batch_size, p.pool_grid
+        )
     row: dict[str, Any] = {"name": job["name"], "seed": job["seed"], "overrides": job["overrides"]}
     for source, metric in METRICS:
         result = getattr(outcome, source)
@@ -167,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: default)")
     parser.add_argument("--json-out", help="append the JSON lines to this file too")
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="keep each seed's prepared data, checkpoints and encoder in DIR/seed<N> (to probe "
+        "them again, e.g. with probe_sweep.py, without pretraining again)",
+    )
     args = parser.parse_args(argv)
     try:
         overrides = parse_set(args.set)
@@ -188,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             "source": args.data_source,
             "path": args.data_path,
             "threads": args.threads,
+            "keep": args.keep,
         }
         for s in seeds
     ]

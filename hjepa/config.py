@@ -270,6 +270,7 @@ class EmaParams(Section):
 class ProbeParams(Section):
     features: Literal["last", "hierarchy", "last_k"] = "last"
     last_k: int = Field(2, gt=0)
+    pool_grid: int = Field(1, gt=0)
     c_values: list[float] = Field(
         default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1
     )

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from hjepa.errors import UserError
-from hjepa.features import encoder_features, feature_depths, pixel_features
+from hjepa.features import check_pool_grid, encoder_features, feature_depths, pixel_features
 from hjepa.io import write_json, write_text
 from hjepa.probe import EvalResult, FeatureSplits, ProbeSettings, evaluate, per_class_accuracy
 
@@ -39,6 +39,7 @@ class ProbeOutcome:
     features: str
     feature_depths: list[int]
     feature_dim: int
+    pool_grid: int
 
 
 def _device() -> torch.device:
@@ -52,6 +53,7 @@ def run_probe(
     features: str,
     last_k: int,
     batch_size: int,
+    pool_grid: int = 1,
     load_split: Callable[[Path, str], tuple[np.ndarray, np.ndarray]] | None = None,
     class_names: Callable[[Path], list[str]] | None = None,
 ) -> ProbeOutcome:
@@ -69,6 +71,7 @@ def run_probe(
     encoder = load_encoder(encoder_path)
     arch = dict(encoder.arch)
     depths = feature_depths(arch, features, last_k)
+    check_pool_grid(pool_grid, int(arch["img_size"]) // int(arch["patch_size"]))
     torch.manual_seed(settings.seed)
     random_encoder = build_encoder(arch)
 
@@ -77,10 +80,10 @@ def run_probe(
     dim = 0
     sources: dict[str, Callable[[np.ndarray, str], np.ndarray]] = {
         "pretrained": lambda x, s: encoder_features(
-            encoder, x, depths, batch_size, f"pretrained {s}", device
+            encoder, x, depths, batch_size, f"pretrained {s}", device, pool_grid
         ),
         "random_init": lambda x, s: encoder_features(
-            random_encoder, x, depths, batch_size, f"random-init {s}", device
+            random_encoder, x, depths, batch_size, f"random-init {s}", device, pool_grid
         ),
         "pixels": lambda x, s: pixel_features(x),
     }
@@ -106,6 +109,7 @@ def run_probe(
         features=features,
         feature_depths=depths,
         feature_dim=dim,
+        pool_grid=pool_grid,
     )
 
 
@@ -136,6 +140,7 @@ def probe_metrics(outcome: ProbeOutcome) -> dict[str, Any]:
         "features": outcome.features,
         "feature_depths": outcome.feature_depths,
         "feature_dim": outcome.feature_dim,
+        "pool_grid": outcome.pool_grid,
         "num_test": int(len(outcome.test_labels)),
         "per_class": {k: _clean(v) for k, v in per_class.items()},
     }

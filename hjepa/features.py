@@ -7,16 +7,25 @@ the "gain over random init" would measure a readout difference.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from hjepa.data.transforms import to_model_input
 from hjepa.errors import UserError
 
-__all__ = ["FEATURE_MODES", "encoder_features", "feature_depths", "pixel_features"]
+__all__ = [
+    "FEATURE_MODES",
+    "check_pool_grid",
+    "encoder_features",
+    "feature_depths",
+    "pixel_features",
+    "pool_tokens",
+]
 
 FEATURE_MODES = ("last", "hierarchy", "last_k")
 
@@ -45,6 +54,34 @@ def feature_depths(arch: dict[str, Any], mode: str, last_k: int) -> list[int]:
     raise UserError(f"probe.features = {mode!r}; allowed: {', '.join(FEATURE_MODES)}")
 
 
+def check_pool_grid(pool_grid: int, grid_size: int) -> None:
+    """``probe.pool_grid`` must fit the encoder's token grid (one token per cell at most)."""
+    if not 1 <= pool_grid <= grid_size:
+        raise UserError(
+            f"probe.pool_grid = {pool_grid}, but the encoder in models/encoder_ema.pt has a "
+            f"{grid_size}x{grid_size} token grid; use a value in 1..{grid_size}"
+        )
+
+
+def pool_tokens(tokens: torch.Tensor, pool_grid: int) -> torch.Tensor:
+    """(B, N, D) row-major grid tokens → (B, pool_grid² · D): the mean of each of
+    pool_grid × pool_grid spatial cells, concatenated cell by cell.
+
+    Why: a global mean throws away *where* things are, and with small images the layout is much of
+    what tells classes apart (raw pixels keep it, which is why they were hard to beat). Cells keep a
+    coarse layout while the probe stays linear; ``pool_grid = 1`` is the usual global mean.
+    """
+    if pool_grid == 1:
+        return tokens.mean(dim=1)
+    b, n, d = tokens.shape
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"pool_tokens needs a square token grid, got {n} tokens")
+    grid = tokens.transpose(1, 2).reshape(b, d, side, side)
+    cells = F.adaptive_avg_pool2d(grid, pool_grid)  # (B, D, g, g)
+    return cells.flatten(2).transpose(1, 2).reshape(b, pool_grid * pool_grid * d)
+
+
 def encoder_features(
     encoder: torch.nn.Module,
     images: np.ndarray,
@@ -52,11 +89,13 @@ def encoder_features(
     batch_size: int,
     desc: str = "features",
     device: torch.device | str = "cpu",
+    pool_grid: int = 1,
 ) -> np.ndarray:
-    """Average-pooled features (float32 N×D') of uint8 N×H×W×C ``images``, in batches.
+    """Pooled features (float32 N×D') of uint8 N×H×W×C ``images``, in batches.
 
     With ``depths`` empty, the final (normed) tokens are pooled; otherwise each listed block's
-    output is pooled and the results are concatenated in depth order.
+    output is pooled and the results are concatenated in depth order. Pooling is the mean over
+    each cell of a ``pool_grid`` × ``pool_grid`` split of the token grid (see ``pool_tokens``).
     """
     encoder = encoder.to(device).eval()
     chunks: list[np.ndarray] = []
@@ -66,9 +105,9 @@ def encoder_features(
             x = to_model_input(np.array(images[start : start + batch_size])).to(device)
             out = encoder(x, return_blocks=depths)
             if depths:
-                pooled = torch.cat([out.blocks[d].mean(dim=1) for d in depths], dim=1)
+                pooled = torch.cat([pool_tokens(out.blocks[d], pool_grid) for d in depths], dim=1)
             else:
-                pooled = out.tokens.mean(dim=1)
+                pooled = pool_tokens(out.tokens, pool_grid)
             chunks.append(pooled.float().cpu().numpy())
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)

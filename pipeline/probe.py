@@ -22,8 +22,15 @@ CONFUSION = Path("metrics/confusion.csv")
 def body(params: Params) -> None:
     probe = params.probe
     settings = ProbeSettings.from_params(params)
-    features, last_k, batch_size = probe.features, probe.last_k, probe.batch_size
-    outcome = run_probe(DATA_ROOT, ENCODER, settings, features, last_k, batch_size)
+    outcome = run_probe(
+        DATA_ROOT,
+        ENCODER,
+        settings,
+        probe.features,
+        probe.last_k,
+        probe.batch_size,
+        probe.pool_grid,
+    )
     metrics = write_outputs(outcome, METRICS, CONFUSION)
     print(
         f"probe: linear {metrics['linear_top1']:.4f} (C={metrics['best_c']}), "

@@ -16,7 +16,7 @@ from conftest import ROOT, tiny_params
 from hjepa.config import leaf_keys, parse_params
 from hjepa.errors import UserError
 from hjepa.evaluation import ProbeOutcome, confusion_csv, probe_metrics, run_probe, write_outputs
-from hjepa.features import encoder_features, feature_depths, pixel_features
+from hjepa.features import encoder_features, feature_depths, pixel_features, pool_tokens
 from hjepa.models.encoder import build_encoder, save_encoder
 from hjepa.probe import (
     EvalResult,
@@ -150,6 +150,55 @@ def test_encoder_features_shapes_and_pooling():
     assert pixel_features(images).shape == (5, 64)
 
 
+def test_pool_tokens_keeps_cell_layout():
+    # 4x4 grid, 1 channel: token value = its row-major index 0..15.
+    tokens = torch.arange(16.0).reshape(1, 16, 1)
+    assert pool_tokens(tokens, 1).tolist() == [[7.5]]
+    # 2x2 cells: top-left (0,1,4,5), top-right (2,3,6,7), bottom-left, bottom-right.
+    assert pool_tokens(tokens, 2).tolist() == [[2.5, 4.5, 10.5, 12.5]]
+    assert pool_tokens(tokens, 4).tolist() == [list(range(16))]  # one token per cell
+    two_channels = torch.stack([torch.arange(16.0), -torch.arange(16.0)], dim=-1)[None]
+    # Cell-major: both channels of a cell sit next to each other.
+    assert pool_tokens(two_channels, 2)[0, :4].tolist() == [2.5, -2.5, 4.5, -4.5]
+
+
+def test_pool_grid_tells_apart_what_a_global_mean_cannot():
+    """Tokens of a left-bright and a right-bright image: the global mean hides the side, the
+    2x2 cells show it."""
+    left = torch.zeros(1, 16, 1)
+    left[0, [0, 1, 4, 5, 8, 9, 12, 13]] = 1.0
+    right = torch.flip(left.reshape(1, 4, 4, 1), dims=[2]).reshape(1, 16, 1)
+    assert torch.equal(pool_tokens(left, 1), pool_tokens(right, 1))
+    assert not torch.equal(pool_tokens(left, 2), pool_tokens(right, 2))
+
+
+def test_encoder_features_pool_grid_dims_and_errors(tmp_path):
+    torch.manual_seed(0)
+    enc = build_encoder(ARCH)  # 8x8 images, patch 2: a 4x4 token grid, width 16
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 8, 8, 1), dtype=np.uint8)
+    grid2 = encoder_features(enc, images, [], batch_size=2, pool_grid=2)
+    hier2 = encoder_features(enc, images, [1, 3], batch_size=2, pool_grid=2)
+    assert grid2.shape == (3, 4 * 16) and hier2.shape == (3, 2 * 4 * 16)
+    # The mean of the 4 cell means is the global mean.
+    mean = encoder_features(enc, images, [], batch_size=2)
+    np.testing.assert_allclose(grid2.reshape(3, 4, 16).mean(axis=1), mean, atol=1e-5)
+    save_encoder(tmp_path / "enc.pt", enc)
+    with pytest.raises(
+        UserError, match=r"probe.pool_grid = 5.*4x4 token grid; use a value in 1..4"
+    ):
+        run_probe(tmp_path, tmp_path / "enc.pt", SETTINGS, "last", 2, 16, 5, **_fake_kwargs())
+    out = run_probe(
+        tmp_path, tmp_path / "enc.pt", SETTINGS, "hierarchy", 2, 16, 2, **_fake_kwargs()
+    )
+    assert out.feature_dim == 2 * 4 * 16 and probe_metrics(out)["pool_grid"] == 2
+
+
+def _fake_kwargs() -> dict:
+    """run_probe keyword arguments that serve _fake_data instead of a prepared directory."""
+    data = _fake_data()
+    return dict(load_split=lambda root, s: data[s], class_names=lambda root: ["left", "right"])
+
+
 # ------------------------------------------------------------------------------- stage level
 def _fake_data(n_per_class: int = 30):
     """Two visually distinct classes (bright left half vs bright right half) plus noise."""
@@ -213,6 +262,7 @@ def test_outputs_and_warning_when_pretraining_does_not_help(tmp_path, capsys):
         features="last",
         feature_depths=[],
         feature_dim=16,
+        pool_grid=1,
     )
     metrics = write_outputs(outcome, tmp_path / "probe.json", tmp_path / "confusion.csv")
     assert (

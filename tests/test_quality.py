@@ -179,3 +179,52 @@ def test_bench_end_to_end_two_seeds(tmp_path, capsys):
     assert summary["pixels_linear_mean"] == pytest.approx(mean)
     table = capsys.readouterr().out
     assert "pretrained EMA" in table and "random init" in table and "raw pixels" in table
+
+
+def test_bench_keep_then_probe_sweep_reprobes_the_same_encoders(tmp_path, capsys):
+    import probe_sweep
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(json.dumps(tiny_params(**{"train.epochs": 1, "train.warmup_epochs": 0})))
+    keep = tmp_path / "kept"
+    assert (
+        bench_quality.main(["--params", str(params_file), "--seeds", "2", "--keep", str(keep)]) == 0
+    )
+    assert sorted(p.name for p in keep.iterdir()) == ["seed0", "seed1"]
+    assert (keep / "seed1/models/encoder_ema.pt").is_file()
+    first = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+
+    out = tmp_path / "sweep.jsonl"
+    code = probe_sweep.main(
+        [
+            "--keep", str(keep), "--params", str(params_file), "--json-out", str(out),
+            "--variant", "same:", "--variant", "grid2:probe.pool_grid=2,probe.features=hierarchy",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    same, grid2 = lines[:3], lines[3:]
+    # Re-probing with unchanged params reproduces bench_quality's own numbers, seed by seed.
+    for a, b in zip(first[:2], same[:2], strict=True):
+        assert (a["seed"], a["pretrained_linear"], a["pretrained_knn"]) == (
+            b["seed"],
+            b["pretrained_linear"],
+            b["pretrained_knn"],
+        )
+    width = tiny_params()["model"]["width"]
+    assert same[2]["feature_dim"] == width
+    assert grid2[0]["overrides"] == {"probe.pool_grid": 2, "probe.features": "hierarchy"}
+    assert grid2[2]["feature_dim"] == 2 * 4 * width  # two levels x 2x2 cells
+
+
+def test_probe_sweep_refuses_non_probe_keys_and_missing_runs(tmp_path, capsys):
+    import probe_sweep
+
+    with pytest.raises(Exception, match="probe.<key>=<value>"):
+        probe_sweep.parse_variant("x:model.width=8")
+    assert probe_sweep.parse_variant("g:probe.c_values=[1,10],probe.pool_grid=2") == (
+        "g",
+        {"probe.c_values": [1, 10], "probe.pool_grid": 2},
+    )
+    assert probe_sweep.main(["--keep", str(tmp_path), "--variant", "a:"]) == 2
+    assert "no seed<N>/models/encoder_ema.pt" in capsys.readouterr().err
