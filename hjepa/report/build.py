@@ -153,6 +153,16 @@ def _pretraining(inp: ReportInputs, figs: dict[str, Path | None], rel: str) -> l
     return out
 
 
+def _pooling(probe: dict[str, Any]) -> str:
+    """How the token grid became the probe's feature vector (``probe.pool_grid``), and its size."""
+    grid = probe.get("pool_grid")
+    dim = probe.get("feature_dim")
+    if grid is None:
+        return "—"
+    how = "global mean of the tokens" if grid == 1 else f"means of {grid}×{grid} spatial cells"
+    return how if dim is None else f"{how} ({dim}-d)"
+
+
 def _evaluation(inp: ReportInputs, rel: str) -> list[str]:
     probe = inp.probe
     rows = [(name, pct(lin), pct(knn)) for name, lin, knn in _probe_rows(probe)]
@@ -161,6 +171,7 @@ def _evaluation(inp: ReportInputs, rel: str) -> list[str]:
     summary = [
         ("linear probe C (chosen on val)", fmt(probe.get("best_c"))),
         ("features", fmt(probe.get("features"))),
+        ("pooling", _pooling(probe)),
         ("gain over random init (linear)", gain_text),
     ]
     out = [
