@@ -10,9 +10,9 @@ wheel yourself, then convert it.
     python benchmarks/animals_folder.py /tmp/wheels/animal_mnist-0.4-py3-none-any.whl /tmp/animals
     python benchmarks/bench_quality.py --data-source image_folder --data-path /tmp/animals
 
-The wheel stores numpy arrays as gzip'd pickles; they are read with an unpickler that admits only
-the three numpy names an array needs, so a tampered file cannot run code. ``--per-class`` draws a
-seeded, class-balanced subset (default 200 per class: 2,000 images, the size of digits).
+The wheel stores numpy arrays as gzip'd pickles; they are read with the project's
+``SafeUnpickler`` (numpy array names only), so a tampered file cannot run code. ``--per-class``
+draws a seeded, class-balanced subset (default 200 per class: 2,000 images, the size of digits).
 """
 
 from __future__ import annotations
@@ -28,33 +28,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hjepa.data.safe_pickle import SafeUnpickler  # noqa: E402
+
 CLASSES = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra")
 MEMBERS = (
     "animal_mnist/data/Animal_MNIST/animal_data_version_3.gz",
     "animal_mnist/data/Animal_MNIST/animal_label_version_3.gz",
 )
-_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-}
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(f"refusing {module}.{name}: only numpy arrays are read")
-        if name == "_reconstruct":
-            from numpy._core import multiarray
-
-            return multiarray._reconstruct
-        return getattr(np, name)
 
 
 def _load(wheel: zipfile.ZipFile, member: str) -> np.ndarray:
     raw = gzip.decompress(wheel.read(member))
-    array = _ArrayUnpickler(io.BytesIO(raw)).load()
+    array = SafeUnpickler(io.BytesIO(raw)).load()
     if not isinstance(array, np.ndarray):
         raise ValueError(f"{member}: expected a numpy array, found {type(array).__name__}")
     return array

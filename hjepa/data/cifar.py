@@ -15,7 +15,6 @@ leakage rules as every other source. The ``source`` of an image is ``cifar10:<ba
 from __future__ import annotations
 
 import io
-import pickle
 import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -25,6 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from hjepa.data.images import to_stored
+from hjepa.data.safe_pickle import SafeUnpickler
 from hjepa.data.sources import RawImages
 from hjepa.errors import UserError
 
@@ -32,31 +32,10 @@ FOLDER = "cifar-10-batches-py"
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 META = "batches.meta"
 
-_ALLOWED_GLOBALS = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("_codecs", "encode"),
-}
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    """Unpickler that refuses every global outside a small allow-list (no code execution)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"refused to load '{module}.{name}'")
-        return super().find_class(module, name)
-
 
 def _unpickle(data: bytes, where: str) -> dict[bytes, Any]:
     try:
-        obj = _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
+        obj = SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as exc:  # any decoding problem is the file's fault, not a bug here
         raise UserError(f"{where}: not a CIFAR-10 python batch ({exc})") from None
     if not isinstance(obj, dict):
