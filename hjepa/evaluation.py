@@ -71,7 +71,7 @@ def run_probe(
     encoder = load_encoder(encoder_path)
     arch = dict(encoder.arch)
     depths = feature_depths(arch, features, last_k)
-    check_pool_grid(pool_grid, int(arch["img_size"]) // int(arch["patch_size"]))
+    check_pool_grid(pool_grid, encoder.grid_size)
     torch.manual_seed(settings.seed)
     random_encoder = build_encoder(arch)
 
