@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run
+from conftest import project_env, run
 
 pytestmark = pytest.mark.e2e
 
@@ -130,15 +131,31 @@ def test_queue_two_experiments_in_parallel(make_project):
     run(["git", "commit", "-q", "-m", "baseline"], project)
     dvc(project, "exp", "run", "--queue", "-S", "probe.knn_k=3", "-n", "q-k3")
     dvc(project, "exp", "run", "--queue", "-S", "probe.knn_k=7", "-n", "q-k7")
-    dvc(project, "queue", "start", "-j", "2")
-
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        status = dvc(project, "queue", "status")
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(2)
-    assert "Failed" not in status, status
+    # `queue start` forks worker daemons that inherit its stdout/stderr. Captured into pipes, a
+    # worker that lingers after its tasks (seen with DVC's celery workers) would keep the pipes
+    # open and block this test forever; a log file cannot.
+    with open(project / "queue_start.log", "w") as log:
+        subprocess.run(
+            ["dvc", "queue", "start", "-j", "2"],
+            cwd=project,
+            env=project_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=True,
+            timeout=120,
+        )
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            status = dvc(project, "queue", "status")
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(2)
+        assert "Queued" not in status and "Running" not in status, f"queue not done:\n{status}"
+        assert "Failed" not in status, status
+    finally:
+        dvc(project, "queue", "stop", "--kill", check=False)
     shown = json.loads(dvc(project, "exp", "show", "--json"))
     for name, k in (("q-k3", 3), ("q-k7", 7)):
         exp = find_exp(shown, name)
