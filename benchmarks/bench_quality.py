@@ -107,9 +107,7 @@ def run_seed(job: dict[str, Any]) -> dict[str, Any]:
             data_dir, paths.encoder, settings, p.features, p.last_k, p.batch_size, p.pool_grid
         )
     row: dict[str, Any] = {"name": job["name"], "seed": job["seed"], "overrides": job["overrides"]}
-    for source, metric in METRICS:
-        result = getattr(outcome, source)
-        row[f"{source}_{metric}"] = float(getattr(result, f"{metric}_top1"))
+    row.update(accuracies(outcome))
     row.update(
         pretrain_wall_s=round(pretrain_s, 2),
         train_loop_s=pre["wall_time_s"],
@@ -118,6 +116,14 @@ def run_seed(job: dict[str, Any]) -> dict[str, Any]:
         position_share=pre["position_share"],
     )
     return row
+
+
+def accuracies(outcome: Any) -> dict[str, float]:
+    """``{source}_{metric}`` test accuracies of a ``ProbeOutcome`` (the table's six cells)."""
+    return {
+        f"{source}_{metric}": float(getattr(getattr(outcome, source), f"{metric}_top1"))
+        for source, metric in METRICS
+    }
 
 
 def summarise(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -132,6 +138,8 @@ def summarise(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         r["gain_linear"] = r["pretrained_linear"] - r["random_init_linear"]
         r["gain_knn"] = r["pretrained_knn"] - r["random_init_knn"]
     for key in [*keys, "gain_linear", "gain_knn"]:
+        if key not in rows[0]:  # re-probes (probe_sweep.py) have no pretraining figures
+            continue
         values = [float(r[key]) for r in rows]
         out[f"{key}_mean"] = statistics.fmean(values)
         out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -156,10 +164,11 @@ def format_table(summary: dict[str, Any]) -> str:
     ):
         lines.append(f"{label:<14}{cell(source + '_linear'):>16}{cell(source + '_knn'):>16}")
     lines.append(f"{'gain vs init':<14}{cell('gain_linear'):>16}{cell('gain_knn'):>16}")
-    lines.append(
-        f"pretrain wall {cell('pretrain_wall_s', 1.0)} s; effective rank "
-        f"{cell('effective_rank', 1.0)}; position share {cell('position_share', 1.0, 3)}"
-    )
+    if "pretrain_wall_s_mean" in summary:
+        lines.append(
+            f"pretrain wall {cell('pretrain_wall_s', 1.0)} s; effective rank "
+            f"{cell('effective_rank', 1.0)}; position share {cell('position_share', 1.0, 3)}"
+        )
     return "\n".join(lines)
 
 

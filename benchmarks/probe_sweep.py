@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_quality import METRICS, build_params, format_table, summarise  # noqa: E402
+from bench_quality import accuracies, build_params, format_table, summarise  # noqa: E402
 
 from hjepa.errors import UserError  # noqa: E402
 
@@ -80,11 +80,8 @@ def probe_row(
         p.pool_grid,
     )
     row: dict[str, Any] = {"name": name, "seed": seed, "overrides": overrides}
-    for source, metric in METRICS:
-        row[f"{source}_{metric}"] = float(getattr(getattr(outcome, source), f"{metric}_top1"))
+    row.update(accuracies(outcome))
     row["feature_dim"] = outcome.feature_dim
-    # summarise() also averages these pretraining figures; a re-probe has none of its own.
-    row.update(pretrain_wall_s=0.0, effective_rank=0.0, position_share=0.0)
     return row
 
 
@@ -113,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.json_out:
                 with open(args.json_out, "a") as fh:
                     fh.write(line + "\n")
-        print("\n".join(format_table(summary).splitlines()[:-1]))
+        print(format_table(summary))
         print(f"feature dim {summary['feature_dim']}\n", flush=True)
     return 0
 
