@@ -197,7 +197,7 @@ class Probe:
             self._masks = totals
         return self._masks
 
-    def _batch(self) -> tuple[HJEPA, torch.Tensor, Any]:
+    def _batch(self) -> tuple[HJEPA, torch.Tensor, Any, torch.Tensor]:
         p = self.params
         if self._model is None:
             torch.manual_seed(SEED)
@@ -206,15 +206,17 @@ class Probe:
         size = p.data.image_size
         images = torch.randn(BATCH, p.data.channels, size, size, generator=g)
         masks = MaskGenerator(p.mask, p.grid_size).sample(BATCH, g)
+        # The second view (model.invariance_weight): always made, so both sides draw alike.
+        view = images.flip(-1) + 0.1 * torch.randn(images.shape, generator=g)
         torch.manual_seed(SEED + 1)  # the same stochastic-depth draws on both sides
-        return self._model.train(), images, masks
+        return self._model.train(), images, masks, view
 
     def loss(self) -> list[float]:
         """Total and per-level loss of one forward pass (train mode) on a fixed batch and seed."""
         if self._loss is None:
-            model, images, masks = self._batch()
+            model, images, masks, view = self._batch()
             with torch.no_grad():
-                out = model(images, masks)
+                out = model(images, masks, view)
             self._loss = [float(out.loss)] + [float(v) for v in out.level_losses]
         return self._loss
 
@@ -223,8 +225,8 @@ class Probe:
         step 1 of a 2-step schedule: the middle of ``ema.momentum_start`` → ``momentum_end``)."""
         if self._weights is None:
             p = self.params
-            model, images, masks = self._batch()
-            out = model(images, masks)
+            model, images, masks, view = self._batch()
+            out = model(images, masks, view)
             opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-3)
             opt.zero_grad()
             out.loss.backward()

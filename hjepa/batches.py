@@ -36,10 +36,16 @@ def _whole_batch(batch: Any) -> Any:
 class Batch:
     images: torch.Tensor  # float N×C×H×W, augmented model input
     masks: Masks
+    second_view: torch.Tensor | None = None  # the same images, another augmentation draw
 
     def to(self, device: torch.device) -> Batch:
         moved = {f.name: getattr(self.masks, f.name).to(device) for f in fields(self.masks)}
-        return Batch(self.images.to(device, non_blocking=True), type(self.masks)(**moved))
+        view = self.second_view
+        return Batch(
+            self.images.to(device, non_blocking=True),
+            type(self.masks)(**moved),
+            None if view is None else view.to(device, non_blocking=True),
+        )
 
 
 def slice_masks(masks: Masks, start: int, stop: int) -> Masks:
@@ -58,7 +64,9 @@ class PretrainBatches(Dataset):
         augment: Augmenter,
         rank: int = 0,
         world_size: int = 1,
+        two_views: bool = False,
     ) -> None:
+        """``two_views``: also build ``Batch.second_view`` (for ``model.invariance_weight``)."""
         if batch_size % world_size:
             raise ValueError(
                 f"train.batch_size ({batch_size}) must be divisible by the number of "
@@ -75,6 +83,7 @@ class PretrainBatches(Dataset):
         self.augment = augment
         self.rank = rank
         self.world_size = world_size
+        self.two_views = two_views
         self.epoch = 0
         self._order = self._permutation(0)
 
@@ -94,11 +103,19 @@ class PretrainBatches(Dataset):
             raise IndexError(f"batch {index} out of range (epoch has {len(self)} batches)")
         g = torch.Generator().manual_seed(batch_seed(self.seed, self.epoch, index))
         idx = np.sort(self._order[index * self.batch_size : (index + 1) * self.batch_size])
-        images = self.augment(to_model_input(self.images[idx]), g)
+        clean = to_model_input(self.images[idx])
+        images = self.augment(clean, g)
         masks = self.mask_generator.sample(self.batch_size, g)
+        # Drawn last from the batch generator: turning the second view on or off leaves the
+        # first view and the masks of every batch unchanged.
+        second = self.augment(clean, g) if self.two_views else None
         per_rank = self.batch_size // self.world_size
         lo, hi = self.rank * per_rank, (self.rank + 1) * per_rank
-        return Batch(images[lo:hi], slice_masks(masks, lo, hi))
+        return Batch(
+            images[lo:hi],
+            slice_masks(masks, lo, hi),
+            None if second is None else second[lo:hi],
+        )
 
 
 def make_loader(batches: PretrainBatches, num_workers: int) -> DataLoader:

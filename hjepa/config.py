@@ -164,6 +164,10 @@ class ModelParams(Section):
     # Issue 9: weight of the VICReg variance-covariance term on the context encoder's pooled
     # embeddings (hjepa.regularizers); 0 = plain H-JEPA loss.
     vicreg_weight: float = Field(0.1, ge=0, le=100)
+    # Issue 9: weight of the two-view invariance loss (hjepa.models.hjepa.HJEPA.invariance): the
+    # pooled context embedding of one augmented view predicts, through a small MLP head, the EMA
+    # target encoder's pooled embedding of a second, independently augmented view; 0 = off.
+    invariance_weight: float = Field(0.0, ge=0, le=100)
     layerscale: LayerScaleParams = Field(default_factory=LayerScaleParams)
     predictor: PredictorParams = Field(default_factory=PredictorParams)
     hierarchy: list[LevelParams] = Field(

@@ -113,7 +113,10 @@ def _no_decay(name: str, p: nn.Parameter) -> bool:
 def param_groups(model: HJEPA) -> list[dict[str, Any]]:
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
-    for module in (model.context_encoder, model.predictor):
+    modules = [model.context_encoder, model.predictor]
+    if model.invariance_head is not None:
+        modules.append(model.invariance_head)
+    for module in modules:
         for name, p in module.named_parameters():
             if p.requires_grad:
                 (no_decay if _no_decay(name, p) else decay).append(p)
@@ -239,6 +242,7 @@ class Pretrainer:
             augment=Augmenter(t.augment),
             rank=self.dist.rank,
             world_size=self.dist.world_size,
+            two_views=params.model.invariance_weight > 0,
         )
         self.steps_per_epoch = len(self.batches)
         self.total_steps = self.steps_per_epoch * self.epochs
@@ -320,9 +324,11 @@ class Pretrainer:
             group["weight_decay"] = wd if group["decays"] else 0.0
         return lr, wd
 
-    def train_step(self, images: torch.Tensor, masks: Any, step: int) -> tuple[Any, torch.Tensor]:
+    def train_step(
+        self, images: torch.Tensor, masks: Any, step: int, second_view: torch.Tensor | None = None
+    ) -> tuple[Any, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            out = self.train_model(images, masks)
+            out = self.train_model(images, masks, second_view)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if self.grad_clip > 0:
@@ -356,7 +362,7 @@ class Pretrainer:
                 self.model.train()
                 self.batches.set_epoch(epoch)
                 loader = make_loader(self.batches, self.num_workers)
-                sums = torch.zeros(n_levels + 3, device=self.device)
+                sums = torch.zeros(n_levels + 4, device=self.device)
                 wait = 0.0
                 t0 = time.perf_counter()
                 t_fetch = time.perf_counter()
@@ -366,11 +372,16 @@ class Pretrainer:
                     step = epoch * self.steps_per_epoch + i
                     lr, wd = self.set_schedules(step)
                     batch = batch.to(self.device)
-                    out, grad_norm = self.train_step(batch.images, batch.masks, step)
+                    out, grad_norm = self.train_step(
+                        batch.images, batch.masks, step, batch.second_view
+                    )
                     m = momentum_at(step, self.total_steps, *self.momentum)
-                    reg = out.reg_loss if out.reg_loss is not None else out.target_std.new_zeros(())
+                    zero = out.target_std.new_zeros(())
+                    reg = out.reg_loss if out.reg_loss is not None else zero
+                    inv = out.inv_loss if out.inv_loss is not None else zero
                     sums += torch.stack(
                         [out.loss.detach().float(), out.target_std.float(), reg.float()]
+                        + [inv.float()]
                         + [v.float() for v in out.level_losses]
                     )
                     if writer is not None and (step + 1) % self.log_every == 0:
@@ -411,7 +422,7 @@ class Pretrainer:
             t = torch.tensor(means, device=self.device)
             torch.distributed.all_reduce(t)
             means = (t / self.dist.world_size).tolist()
-        loss, target_std, reg, levels = means[0], means[1], means[2], means[3:]
+        loss, target_std, reg, inv, levels = means[0], means[1], means[2], means[3], means[4:]
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "step": (epoch + 1) * self.steps_per_epoch,
@@ -425,6 +436,7 @@ class Pretrainer:
                 "ema_momentum": m,
                 "target_std": target_std,
                 "reg_loss": reg,
+                "inv_loss": inv,
                 **self._diagnostics(epoch),
                 "images_per_s": self.steps_per_epoch * self.batches.batch_size / epoch_time,
                 "data_wait_frac": wait / epoch_time,
@@ -446,7 +458,7 @@ class Pretrainer:
             )
         if writer is not None:
             writer.add_scalar("epoch/loss", loss, row["step"])
-            for key in ("reg_loss", "effective_rank", "position_share", "knn_monitor"):
+            for key in ("reg_loss", "inv_loss", "effective_rank", "position_share", "knn_monitor"):
                 if isinstance(row.get(key), float):
                     writer.add_scalar(f"repr/{key}", row[key], row["step"])
             writer.add_scalar("epoch/data_wait_frac", row["data_wait_frac"], row["step"])

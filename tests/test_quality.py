@@ -228,3 +228,110 @@ def test_probe_sweep_refuses_non_probe_keys_and_missing_runs(tmp_path, capsys):
     )
     assert probe_sweep.main(["--keep", str(tmp_path), "--variant", "a:"]) == 2
     assert "no seed<N>/models/encoder_ema.pt" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- two-view invariance
+def _invariance_model(weight: float) -> tuple[HJEPA, torch.Tensor, torch.Tensor, object]:
+    params = parse_params(tiny_params(**{"model.invariance_weight": weight}))
+    torch.manual_seed(0)
+    model = HJEPA(params).train()
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(8, 1, 8, 8, generator=g)
+    view = torch.rand(8, 1, 8, 8, generator=g)
+    masks = MaskGenerator(params.mask, params.grid_size).sample(8, torch.Generator().manual_seed(2))
+    return model, images, view, masks
+
+
+def test_invariance_weight_adds_its_weighted_view_prediction_loss():
+    model, images, view, masks = _invariance_model(0.5)
+    assert model.invariance_head is not None and model.needs_second_view
+    torch.manual_seed(3)
+    out = model(images, masks, view)
+    # By hand: the head on the pooled context vs the layer-normed pooled target of the view.
+    context = model.context_encoder(
+        images, keep_idx=masks.context_idx, pad_mask=masks.context_pad
+    ).tokens
+    pooled = model.target_encoder(view).tokens.mean(dim=1)
+    target = torch.nn.functional.layer_norm(pooled, (pooled.shape[-1],))
+    pred = model.invariance_head(pooled_embedding(context, masks.context_pad))
+    expected = torch.nn.functional.smooth_l1_loss(pred, target)
+    assert out.inv_loss is not None
+    assert math.isclose(float(out.inv_loss), float(expected.detach()), rel_tol=1e-4)
+    # The view matters: another second view gives another loss.
+    torch.manual_seed(3)
+    other = model(images, masks, images)
+    assert not math.isclose(float(other.loss.detach()), float(out.loss.detach()), rel_tol=1e-6)
+    # The rest of the loss is what the same model computes without the term.
+    model.invariance_weight = 0.0
+    torch.manual_seed(3)
+    rest = model(images, masks, view)
+    gap = float((out.loss - rest.loss).detach())
+    assert math.isclose(gap, 0.5 * float(expected.detach()), rel_tol=1e-4)
+
+
+def test_invariance_off_builds_no_head_and_ignores_a_second_view():
+    model, images, view, masks = _invariance_model(0.0)
+    assert model.invariance_head is None and not model.needs_second_view
+    torch.manual_seed(3)
+    a = model(images, masks)
+    torch.manual_seed(3)
+    b = model(images, masks, view)
+    assert a.inv_loss is None and torch.equal(a.loss, b.loss)
+
+
+def test_invariance_on_without_a_second_view_is_an_error():
+    model, images, _, masks = _invariance_model(1.0)
+    with pytest.raises(ValueError, match="invariance_weight"):
+        model(images, masks)
+
+
+def test_invariance_gradient_reaches_head_and_context_encoder_not_target():
+    model, images, view, masks = _invariance_model(1.0)
+    model(images, masks, view).loss.backward()
+    assert model.invariance_head is not None
+    head_grad = sum(float(p.grad.abs().sum()) for p in model.invariance_head.parameters())
+    assert head_grad > 0
+    assert all(p.grad is None for p in model.target_encoder.parameters())
+
+
+def test_two_views_add_a_second_draw_without_changing_the_first(tmp_path):
+    from hjepa.augment import Augmenter
+    from hjepa.batches import PretrainBatches
+
+    params = parse_params(tiny_params())
+    images = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 1), dtype=np.uint8)
+
+    def batches(two: bool) -> PretrainBatches:
+        return PretrainBatches(
+            images,
+            batch_size=16,
+            seed=0,
+            masks=MaskGenerator(params.mask, params.grid_size),
+            augment=Augmenter(params.train.augment),
+            two_views=two,
+        )
+
+    one, two = batches(False)[1], batches(True)[1]
+    assert one.second_view is None and two.second_view is not None
+    assert torch.equal(one.images, two.images)
+    assert torch.equal(one.masks.context_idx, two.masks.context_idx)
+    assert two.second_view.shape == two.images.shape
+    assert not torch.allclose(two.second_view, two.images)  # an independent crop of each image
+    # ... of the same images: both views are crops of one picture, so they correlate strongly.
+    a, b = two.images.flatten(1), two.second_view.flatten(1)
+    same = torch.nn.functional.cosine_similarity(a, b).mean()
+    shuffled = torch.nn.functional.cosine_similarity(a, b.roll(1, 0)).mean()
+    assert same > shuffled
+
+
+def test_pretraining_with_invariance_trains_the_head_and_logs_the_term(tmp_path, prepared_digits):
+    d = stage_dir(tmp_path, prepared_digits)
+    params = parse_params(tiny_params(**{"train.epochs": 2, "model.invariance_weight": 1.0}))
+    trainer = Pretrainer(params, _paths(d), log=lambda m: None)
+    assert trainer.model.invariance_head is not None
+    before = [p.detach().clone() for p in trainer.model.invariance_head.parameters()]
+    trainer.run()
+    after = list(trainer.model.invariance_head.parameters())
+    assert any(not torch.equal(x, y) for x, y in zip(before, after, strict=True))
+    rows = _rows(d)
+    assert all(float(r["inv_loss"]) > 0 for r in rows)

@@ -17,7 +17,7 @@ from hjepa.report.build import FIGURE_NAMES, encoder_param_count
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _fake_metrics(root: Path, gammas: bool) -> None:
+def _fake_metrics(root: Path, gammas: bool, inv_loss: float | None = None) -> None:
     m = root / "metrics"
     m.mkdir(parents=True)
     (m / "data.json").write_text(json.dumps({"num_classes": 3, "train": 30, "test": 6}))
@@ -38,11 +38,15 @@ def _fake_metrics(root: Path, gammas: bool) -> None:
     )
     cols = ["epoch", "step", "loss", "loss_level_0", "loss_level_1", "lr", "weight_decay"]
     cols += ["ema_momentum", "target_std", "reg_loss", "images_per_s"]
+    if inv_loss is not None:
+        cols += ["inv_loss"]
     if gammas:
         cols += ["gamma_ctx_block1", "gamma_ctx_block2", "gamma_tgt_block1", "gamma_tgt_block2"]
     rows = ["\t".join(cols)]
     for step in range(6):
         vals = [step // 3, step, 1 / (step + 1)] + [0.5 / (step + 1)] * (len(cols) - 3)
+        if inv_loss is not None:
+            vals[cols.index("inv_loss")] = inv_loss
         rows.append("\t".join(str(v) for v in vals))
     (m / "pretrain_log.tsv").write_text("\n".join(rows) + "\n")
     (m / "probe.json").write_text(
@@ -119,6 +123,16 @@ def test_layerscale_off_has_no_gamma_figure_and_removes_stale_one(tmp_path):
     assert figs["gammas"] is None and not stale.exists()
     assert "| LayerScale | off |" in text
     assert "LayerScale is off" in text and FIGURE_NAMES["gammas"] not in text
+
+
+@pytest.mark.parametrize("inv_loss", [None, 0.0, 0.25])
+def test_invariance_row_only_when_the_run_had_the_term(tmp_path, inv_loss):
+    _fake_metrics(tmp_path, gammas=False, inv_loss=inv_loss)
+    build_report(tmp_path, tmp_path / "r.md", tmp_path / "figs", params=_params())
+    text = (tmp_path / "r.md").read_text()
+    row = "| two-view invariance (unweighted) | — | 0.25 |"
+    assert (row in text) == (inv_loss == 0.25)
+    assert ("two-view invariance" in text) == (inv_loss == 0.25)
 
 
 def test_warning_in_report_when_no_gain(tmp_path):

@@ -14,6 +14,12 @@ One forward step (``HJEPA.forward``):
    ascending and padded to the batch maximum with a flag (``coarse_targets``); padding is
    excluded from attention keys and from the loss.
 4. The predictor predicts all levels in one pass; loss = Σ weight_l · smoothL1_l (hjepa.loss).
+5. Optional (``model.invariance_weight`` > 0): a second, independently augmented view of each
+   image goes through the target encoder in the same no-grad pass; an MLP head maps the pooled
+   context embedding to that view's layer-normed pooled target embedding (smooth L1). Token
+   prediction alone teaches what a patch looks like *where it is*; this term asks for what the
+   image *is*, whatever the crop, which is what a linear probe reads (BYOL-style: EMA target
+   plus a predictor head, with the VICReg term on the same pooled embedding against collapse).
 
 The target encoder is kept in eval mode (no stochastic depth in the teacher) and never receives
 gradients; ``hjepa.ema.ema_update`` moves it.
@@ -30,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hjepa.config import Params
-from hjepa.loss import hierarchical_loss
+from hjepa.loss import hierarchical_loss, masked_smooth_l1
 from hjepa.models.encoder import Encoder, build_encoder, encoder_arch, gather_tokens
 from hjepa.models.predictor import Predictor, pool_grid
 from hjepa.regularizers import pooled_embedding, vicreg
@@ -50,6 +56,7 @@ class JEPAOutput:
     level_losses: list[Tensor]
     target_std: Tensor
     reg_loss: Tensor | None = None  # detached weighted regulariser (None when its weight is 0)
+    inv_loss: Tensor | None = None  # detached unweighted invariance loss (None when it is off)
 
 
 def coarse_targets(
@@ -95,6 +102,7 @@ class HJEPA(nn.Module):
         self.depth = int(arch["depth"])
         self.levels = [(lv.depth, lv.scale, lv.weight) for lv in m.hierarchy]
         self.vicreg_weight = float(m.vicreg_weight)
+        self.invariance_weight = float(m.invariance_weight)
         self.context_encoder: Encoder = build_encoder(arch)
         self.target_encoder: Encoder = copy.deepcopy(self.context_encoder)
         self.target_encoder.requires_grad_(False)
@@ -111,6 +119,15 @@ class HJEPA(nn.Module):
             pos_embed=str(arch["pos_embed"]),
             scales=[s for _, s, _ in self.levels],
         )
+        width = int(arch["width"])
+        self.invariance_head: nn.Module | None = None
+        if self.invariance_weight > 0:
+            self.invariance_head = nn.Sequential(
+                nn.Linear(width, 2 * width),
+                nn.LayerNorm(2 * width),
+                nn.GELU(),
+                nn.Linear(2 * width, width),
+            )
 
     def train(self, mode: bool = True) -> HJEPA:
         """Switch context encoder and predictor; the target encoder always stays in eval mode."""
@@ -118,23 +135,47 @@ class HJEPA(nn.Module):
         self.target_encoder.eval()
         return self
 
+    @property
+    def needs_second_view(self) -> bool:
+        """Whether ``forward`` needs ``second_view`` (the invariance term is on)."""
+        return self.invariance_head is not None
+
     @torch.no_grad()
-    def targets(self, images: Tensor) -> list[Tensor]:
-        """Per level: layer-normed, pooled target features on that level's grid (B, cells, D)."""
+    def targets(
+        self, images: Tensor, second_view: Tensor | None = None
+    ) -> tuple[list[Tensor], Tensor | None]:
+        """Per level: layer-normed, pooled target features on that level's grid (B, cells, D);
+        and, given ``second_view``, its layer-normed per-image mean embedding (B, D), from the
+        same target-encoder call (one batch of 2B images instead of two passes)."""
         wanted = sorted({d for d, _, _ in self.levels if d != self.depth})
-        out = self.target_encoder(images, return_blocks=wanted)
+        n = images.shape[0]
+        both = images if second_view is None else torch.cat([images, second_view])
+        out = self.target_encoder(both, return_blocks=wanted)
         feats = []
         for depth, scale, _ in self.levels:
             h = out.tokens if depth == self.depth else out.blocks[depth]
-            h = F.layer_norm(h, (h.shape[-1],))
+            h = F.layer_norm(h[:n], (h.shape[-1],))
             feats.append(pool_grid(h, self.grid_size, scale))
-        return feats
+        view_target = None
+        if second_view is not None:
+            pooled = out.tokens[n:].float().mean(dim=1)
+            view_target = F.layer_norm(pooled, (pooled.shape[-1],))
+        return feats, view_target
 
-    def forward(self, images: Tensor, masks: Masks) -> JEPAOutput:
+    def forward(
+        self, images: Tensor, masks: Masks, second_view: Tensor | None = None
+    ) -> JEPAOutput:
+        """``second_view``: the same images under another augmentation draw; required when
+        ``model.invariance_weight`` > 0, ignored otherwise."""
+        if self.needs_second_view and second_view is None:
+            raise ValueError(
+                "model.invariance_weight > 0 needs second_view: the same images under an "
+                "independent augmentation draw"
+            )
         context = self.context_encoder(
             images, keep_idx=masks.context_idx, pad_mask=masks.context_pad
         ).tokens
-        feats = self.targets(images)
+        feats, view_target = self.targets(images, second_view if self.needs_second_view else None)
         queries = [
             coarse_targets(masks.target_idx, masks.target_pad, self.grid_size, scale)
             for _, scale, _ in self.levels
@@ -147,11 +188,17 @@ class HJEPA(nn.Module):
         reg = self.regularizer(context, masks.context_pad)
         if reg is not None:
             loss = loss + reg
+        inv = None
+        if self.invariance_head is not None and view_target is not None:
+            pred = self.invariance_head(pooled_embedding(context, masks.context_pad))
+            inv = masked_smooth_l1(pred, view_target)
+            loss = loss + self.invariance_weight * inv
         return JEPAOutput(
             loss=loss,
             level_losses=level_losses,
             target_std=feature_std(feats[-1]),
             reg_loss=None if reg is None else reg.detach(),
+            inv_loss=None if inv is None else inv.detach(),
         )
 
     def regularizer(self, context: Tensor, pad: Tensor | None) -> Tensor | None:

@@ -130,6 +130,8 @@ def _pretraining(inp: ReportInputs, figs: dict[str, Path | None], rel: str) -> l
         )
     if final is not None and "reg_loss" in inp.log.columns:
         loss_rows.append(("regulariser (VICReg, weighted)", None, final["reg_loss"]))
+    if final is not None and figures.uses_invariance(inp.log):
+        loss_rows.append(("two-view invariance (unweighted)", None, final["inv_loss"]))
     out = [
         "## Pretraining",
         "",

@@ -60,6 +60,11 @@ def gamma_columns(log: pd.DataFrame) -> dict[str, list[str]]:
     return {k: [c for _, c in sorted(v)] for k, v in out.items() if v}
 
 
+def uses_invariance(log: pd.DataFrame) -> bool:
+    """Whether the run had the two-view invariance term (logs from before it have no column)."""
+    return "inv_loss" in log.columns and bool((log["inv_loss"] > 0).any())
+
+
 def loss_curves(log: pd.DataFrame, path: Path) -> Path:
     """Total loss, each hierarchy level's loss and the regulariser against the step."""
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -68,6 +73,8 @@ def loss_curves(log: pd.DataFrame, path: Path) -> Path:
         ax.plot(log["step"], log[col], label=col.replace("loss_", "").replace("_", " "))
     if "reg_loss" in log.columns:  # the weighted VICReg term, part of the total
         ax.plot(log["step"], log["reg_loss"], label="regulariser (VICReg)", linestyle="--")
+    if uses_invariance(log):  # unweighted; weighted by model.invariance_weight in the total
+        ax.plot(log["step"], log["inv_loss"], label="two-view invariance", linestyle=":")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title("Pretraining loss per hierarchy level")
