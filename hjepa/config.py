@@ -279,6 +279,9 @@ class ProbeParams(Section):
         default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1
     )
     max_iter: int = Field(1000, gt=0)
+    # Issue 9: how C is chosen. 0 = by accuracy on the val split, final fit on train; k >= 2 =
+    # by k-fold cross-validation on train + val, final fit on train + val (hjepa.probe).
+    cv_folds: int = Field(5, ge=0, le=20)
     knn_k: int = Field(20, gt=0)
     knn_temperature: float = Field(0.07, gt=0)
     batch_size: int = Field(256, gt=0)
@@ -288,6 +291,13 @@ class ProbeParams(Section):
     def _positive(cls, v: list[float]) -> list[float]:
         if any(c <= 0 for c in v):
             raise ValueError(f"c_values must all be > 0, got {v}")
+        return v
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _folds(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("cv_folds must be 0 (choose C on the val split) or 2..20 (k-fold)")
         return v
 
 

@@ -40,6 +40,7 @@ class ProbeOutcome:
     feature_depths: list[int]
     feature_dim: int
     pool_grid: int
+    cv_folds: int = 0
 
 
 def _device() -> torch.device:
@@ -110,6 +111,7 @@ def run_probe(
         feature_depths=depths,
         feature_dim=dim,
         pool_grid=pool_grid,
+        cv_folds=settings.cv_folds,
     )
 
 
@@ -136,6 +138,9 @@ def probe_metrics(outcome: ProbeOutcome) -> dict[str, Any]:
         },
         "gain_over_random_init": _clean(pre.linear_top1 - rnd.linear_top1),
         "best_c": pre.best_c,
+        "c_selection": (
+            f"{outcome.cv_folds}-fold CV on train+val" if outcome.cv_folds >= 2 else "val split"
+        ),
         "val_top1_by_c": {str(c): _clean(v) for c, v in pre.val_top1.items()},
         "features": outcome.features,
         "feature_depths": outcome.feature_depths,

@@ -16,12 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from hjepa.config import Params
+from hjepa.errors import UserError
 
 __all__ = [
     "CSelection",
+    "cv_select_c",
     "EvalResult",
     "FeatureSplits",
     "ProbeSettings",
@@ -49,6 +52,7 @@ class ProbeSettings:
     knn_k: int
     knn_temperature: float
     seed: int
+    cv_folds: int = 0  # 0: choose C on val; k >= 2: k-fold CV on train + val, refit on both
 
     @classmethod
     def from_params(cls, params: Params) -> ProbeSettings:
@@ -60,6 +64,7 @@ class ProbeSettings:
             knn_k=probe.knn_k,
             knn_temperature=probe.knn_temperature,
             seed=params.seed,
+            cv_folds=probe.cv_folds,
         )
 
 
@@ -77,6 +82,8 @@ class FeatureSplits:
 
 @dataclass(frozen=True)
 class CSelection:
+    """``val_top1``: per C, val accuracy (val selection) or mean held-out-fold accuracy (CV)."""
+
     best_c: float
     val_top1: dict[float, float]
     model: LogisticRegression
@@ -158,6 +165,45 @@ def select_c(
     return CSelection(best_c=best[0], val_top1=scores, model=best[2])
 
 
+def cv_select_c(
+    x: np.ndarray,
+    y: np.ndarray,
+    c_values: Sequence[float],
+    max_iter: int,
+    seed: int,
+    folds: int,
+) -> CSelection:
+    """Pick C by mean accuracy over ``folds`` stratified folds of raw features ``x`` (each fold
+    standardised with its own training part; ties → the smaller C), then refit on all of ``x``
+    standardised (``standardise(x, ...)`` prepares other arrays for the returned model).
+
+    UserError when a class has fewer than ``folds`` examples.
+    """
+    counts = np.bincount(y)
+    smallest = int(counts[counts > 0].min()) if len(counts) else 0
+    if smallest < folds:
+        raise UserError(
+            f"probe.cv_folds is {folds} but a class has only {smallest} train + val images; "
+            f"use probe.cv_folds <= {smallest} (or 0: choose C on the val split)"
+        )
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed % 2**32)
+    parts = [standardise(x[fit], x[held]) + [y[fit], y[held]] for fit, held in splitter.split(x, y)]
+    scores: dict[float, float] = {}
+    best: tuple[float, float] | None = None
+    for c in sorted(float(c) for c in c_values):
+        accs = [
+            accuracy(fit_linear(xa, ya, c, max_iter, seed).predict(xb), yb)
+            for xa, xb, ya, yb in parts
+        ]
+        scores[c] = float(np.mean(accs))
+        if best is None or scores[c] > best[1]:
+            best = (c, scores[c])
+    assert best is not None  # c_values is validated non-empty
+    (x_std,) = standardise(x)
+    model = fit_linear(x_std, y, best[0], max_iter, seed)
+    return CSelection(best_c=best[0], val_top1=scores, model=model)
+
+
 def knn_predict(
     bank_x: np.ndarray,
     bank_y: np.ndarray,
@@ -192,18 +238,32 @@ def _l2_normalise(x: np.ndarray) -> np.ndarray:
 
 
 def evaluate(splits: FeatureSplits, settings: ProbeSettings, num_classes: int) -> EvalResult:
-    """Standardise with train statistics, choose C on val, then score linear and k-NN on test."""
+    """Choose C (on val, or by k-fold CV on train + val: ``settings.cv_folds``), then score the
+    linear probe and the k-NN (train split as the bank, train statistics) on test."""
     train_x, val_x, test_x = standardise(splits.train_x, splits.val_x, splits.test_x)
-    chosen = select_c(
-        train_x,
-        splits.train_y,
-        val_x,
-        splits.val_y,
-        settings.c_values,
-        settings.max_iter,
-        settings.seed,
-    )
-    linear_pred = chosen.model.predict(test_x).astype(np.int64)
+    if settings.cv_folds >= 2:
+        labelled = np.concatenate([splits.train_x, splits.val_x])
+        chosen = cv_select_c(
+            labelled,
+            np.concatenate([splits.train_y, splits.val_y]),
+            settings.c_values,
+            settings.max_iter,
+            settings.seed,
+            settings.cv_folds,
+        )
+        _, linear_test_x = standardise(labelled, splits.test_x)
+    else:
+        chosen = select_c(
+            train_x,
+            splits.train_y,
+            val_x,
+            splits.val_y,
+            settings.c_values,
+            settings.max_iter,
+            settings.seed,
+        )
+        linear_test_x = test_x
+    linear_pred = chosen.model.predict(linear_test_x).astype(np.int64)
     knn_pred = knn_predict(
         train_x, splits.train_y, test_x, settings.knn_k, settings.knn_temperature, num_classes
     )

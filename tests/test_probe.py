@@ -13,7 +13,7 @@ import torch
 import yaml
 from conftest import ROOT, tiny_params
 
-from hjepa.config import leaf_keys, parse_params
+from hjepa.config import ConfigError, leaf_keys, parse_params
 from hjepa.errors import UserError
 from hjepa.evaluation import ProbeOutcome, confusion_csv, probe_metrics, run_probe, write_outputs
 from hjepa.features import encoder_features, feature_depths, pixel_features, pool_tokens
@@ -22,7 +22,9 @@ from hjepa.probe import (
     EvalResult,
     FeatureSplits,
     ProbeSettings,
+    accuracy,
     evaluate,
+    fit_linear,
     knn_predict,
     select_c,
     standardise,
@@ -86,6 +88,66 @@ def test_c_selection_never_sees_test_labels():
     assert a.val_top1 == b.val_top1
     np.testing.assert_array_equal(a.linear_pred, b.linear_pred)
     assert a.linear_top1 != b.linear_top1  # the test labels really were different
+
+
+CV = ProbeSettings(
+    c_values=(0.01, 1.0, 100.0), max_iter=300, knn_k=5, knn_temperature=0.07, seed=0, cv_folds=3
+)
+
+
+def test_cv_selection_never_sees_test_labels():
+    x, y = _blobs(600, 4, 12, seed=3, spread=4.0)
+    clean = FeatureSplits(x[:400], y[:400], x[400:500], y[400:500], x[500:], y[500:])
+    poisoned = FeatureSplits(
+        *[getattr(clean, f) for f in ("train_x", "train_y", "val_x")],
+        clean.val_y,
+        clean.test_x,
+        (clean.test_y + 1) % 4,
+    )
+    a, b = evaluate(clean, CV, num_classes=4), evaluate(poisoned, CV, num_classes=4)
+    assert a.best_c == b.best_c and a.val_top1 == b.val_top1
+    np.testing.assert_array_equal(a.linear_pred, b.linear_pred)
+
+
+def test_cv_folds_score_held_out_folds_and_refit_on_train_plus_val():
+    """The CV scores are mean held-out-fold accuracies, and the final probe is fitted on train
+    + val (so val labels shape the predictions, not only the choice of C)."""
+    x, y = _blobs(600, 3, 8, seed=5, spread=3.0)
+    splits = FeatureSplits(x[:300], y[:300], x[300:500], y[300:500], x[500:], y[500:])
+    relabelled = FeatureSplits(
+        splits.train_x,
+        splits.train_y,
+        splits.val_x,
+        np.zeros_like(splits.val_y),
+        splits.test_x,
+        splits.test_y,
+    )
+    cv_a, cv_b = evaluate(splits, CV, 3), evaluate(relabelled, CV, 3)
+    # Val labels all 0 flood train+val with class 0: the refitted probe predicts 0 far more.
+    assert (cv_b.linear_pred == 0).mean() > (cv_a.linear_pred == 0).mean() + 0.1
+    # By hand: the CV score of C=1 is the mean accuracy over 3 stratified held-out folds.
+    from sklearn.model_selection import StratifiedKFold
+
+    lx, ly = np.concatenate([splits.train_x, splits.val_x]), np.concatenate([y[:300], y[300:500]])
+    accs = []
+    for fit, held in StratifiedKFold(3, shuffle=True, random_state=0).split(lx, ly):
+        xa, xb = standardise(lx[fit], lx[held])
+        accs.append(accuracy(fit_linear(xa, ly[fit], 1.0, 300, 0).predict(xb), ly[held]))
+    assert cv_a.val_top1[1.0] == pytest.approx(np.mean(accs))
+
+
+def test_cv_folds_larger_than_a_class_is_a_user_error_naming_the_key():
+    x, y = _blobs(60, 3, 4, seed=6)
+    y[:] = 0
+    y[:2] = 1  # class 1 has 2 labelled examples, class 2 none
+    splits = FeatureSplits(x[:40], y[:40], x[40:50], y[40:50], x[50:], y[50:])
+    with pytest.raises(UserError, match=r"probe.cv_folds is 3 .* only 2 .* probe.cv_folds <= 2"):
+        evaluate(splits, CV, 3)
+
+
+def test_cv_folds_one_is_refused_by_the_schema():
+    with pytest.raises(ConfigError, match="cv_folds"):
+        parse_params(tiny_params(**{"probe.cv_folds": 1}))
 
 
 def test_c_selected_on_val_follows_val_labels():
@@ -305,6 +367,7 @@ def test_probe_stage_reads_exactly_probe_params_and_seed(tmp_path, monkeypatch):
     for base in ("random_init", "pixels"):
         assert set(metrics[base]) >= {"linear_top1", "knn_top1"}
     assert metrics["feature_depths"] == [2, 3]
+    assert metrics["c_selection"] == "5-fold CV on train+val"  # params.yaml's probe.cv_folds
     assert metrics["pixels"]["linear_top1"] == 1.0
     assert set(metrics["per_class"]) == {"left", "right"}
     rows = (tmp_path / "metrics" / "confusion.csv").read_text().splitlines()

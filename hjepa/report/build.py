@@ -171,7 +171,8 @@ def _evaluation(inp: ReportInputs, rel: str) -> list[str]:
     gain = probe.get("gain_over_random_init")
     gain_text = "—" if gain is None else f"{100 * gain:+.2f} points"
     summary = [
-        ("linear probe C (chosen on val)", fmt(probe.get("best_c"))),
+        ("linear probe C", fmt(probe.get("best_c"))),
+        ("C chosen by", fmt(probe.get("c_selection"))),
         ("features", fmt(probe.get("features"))),
         ("pooling", _pooling(probe)),
         ("gain over random init (linear)", gain_text),
