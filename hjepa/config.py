@@ -167,7 +167,7 @@ class ModelParams(Section):
     # Issue 9: weight of the two-view invariance loss (hjepa.models.hjepa.HJEPA.invariance): the
     # pooled context embedding of one augmented view predicts, through a small MLP head, the EMA
     # target encoder's pooled embedding of a second, independently augmented view; 0 = off.
-    invariance_weight: float = Field(0.0, ge=0, le=100)
+    invariance_weight: float = Field(1.0, ge=0, le=100)
     layerscale: LayerScaleParams = Field(default_factory=LayerScaleParams)
     predictor: PredictorParams = Field(default_factory=PredictorParams)
     hierarchy: list[LevelParams] = Field(
@@ -218,7 +218,7 @@ class MaskParams(Section):
 
 # ---------------------------------------------------------------------------------------- train
 class AugmentParams(Section):
-    crop_scale: tuple[float, float] = (0.7, 1.0)
+    crop_scale: tuple[float, float] = (0.3, 1.0)
     hflip: bool = False
 
     @field_validator("crop_scale")

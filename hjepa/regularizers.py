@@ -6,7 +6,8 @@ tokens mostly encode their position, which averages away), so the pooled feature
 have an effective rank of ~5 of 128 and k-NN accuracy falls *below* random init. VICReg's
 variance and covariance terms (Bardes et al. 2022), applied to the per-image mean of the context
 tokens, push that batch distribution towards unit-variance, decorrelated channels; the EMA target
-inherits it. There is no invariance term: prediction of the targets plays that role.
+inherits it. VICReg's own invariance term is not used here: token prediction and the separate
+two-view term (``model.invariance_weight``, hjepa.models.hjepa) play that role.
 
 Measured alternatives that were cut (benchmarks/RESULTS.md): LeJEPA's SIGReg (Epps–Pulley on
 random projections) helped k-NN much less at every weight tried, and per-position centring of
