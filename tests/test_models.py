@@ -84,7 +84,7 @@ def test_gammas_learn_in_the_context_encoder_and_ema_moves_the_target_ones() -> 
     p = params(**LS_ON)
     torch.manual_seed(0)
     model = HJEPA(p)
-    out = model(images(p), masks_for(p))
+    out = model(images(p), masks_for(p), images(p).flip(-1))
     out.loss.backward()
     ctx = dict(model.context_encoder.named_parameters())
     tgt = dict(model.target_encoder.named_parameters())
@@ -130,7 +130,7 @@ def test_context_encoder_runs_only_on_context_tokens() -> None:
     model.context_encoder.vit.blocks[0].register_forward_pre_hook(hook("context"))
     model.target_encoder.vit.blocks[0].register_forward_pre_hook(hook("target"))
     masks = masks_for(p)
-    model(images(p), masks)
+    model(images(p), masks, images(p).flip(-1))
     assert seen["context"] == masks.context_idx.shape[1] < p.grid_size**2
     assert seen["target"] == p.grid_size**2
 
@@ -179,6 +179,7 @@ def test_one_level_hierarchy_is_exactly_ijepa() -> None:
             "model.hierarchy": [{"depth": 2, "scale": 1, "weight": 1.0}],
             "mask.context_batching": "trim",
             "model.vicreg_weight": 0.0,  # I-JEPA has no regulariser (issue 9 added one)
+            "model.invariance_weight": 0.0,  # ... and no two-view term (issue 9 too)
         }
     )
     torch.manual_seed(0)
@@ -206,15 +207,17 @@ def test_two_levels_give_a_different_loss_with_per_level_terms() -> None:
     one = params(**{"model.hierarchy": [{"depth": 2, "scale": 1, "weight": 1.0}]})
     two = params()  # tiny: (1, 2, 0.5) and (2, 1, 1.0)
     x, masks = images(one), masks_for(one)
+    view = x.flip(-1)
     torch.manual_seed(0)
-    loss_one = HJEPA(one)(x, masks)
+    loss_one = HJEPA(one)(x, masks, view)
     torch.manual_seed(0)
-    out = HJEPA(two)(x, masks)
+    out = HJEPA(two)(x, masks, view)
     assert len(out.level_losses) == 2
     assert not torch.isclose(out.loss, loss_one.loss)
     weighted = 0.5 * out.level_losses[0] + 1.0 * out.level_losses[1]
-    assert out.reg_loss is not None  # the default VICReg term is part of the total
-    torch.testing.assert_close(out.loss.detach(), weighted + out.reg_loss)
+    # The default VICReg and two-view terms (weight 1.0) are part of the total.
+    assert out.reg_loss is not None and out.inv_loss is not None
+    torch.testing.assert_close(out.loss.detach(), weighted + out.reg_loss + out.inv_loss)
     assert float(out.target_std) > 0
 
 
@@ -230,9 +233,9 @@ def test_level_weights_scale_their_terms() -> None:
     )
     x, masks = images(a), masks_for(a)
     torch.manual_seed(0)
-    out_a = HJEPA(a)(x, masks)
+    out_a = HJEPA(a)(x, masks, x.flip(-1))
     torch.manual_seed(0)
-    out_b = HJEPA(b)(x, masks)
+    out_b = HJEPA(b)(x, masks, x.flip(-1))
     torch.testing.assert_close(out_a.level_losses[0], out_b.level_losses[0])
     torch.testing.assert_close(out_b.loss - out_a.loss, 2.5 * out_a.level_losses[0])
 
@@ -338,7 +341,7 @@ def test_one_training_step_on_cpu_is_fast(capsys) -> None:
     x, masks = images(p, batch=32), masks_for(p, batch=32)
 
     def step() -> float:
-        out = model(x, masks)
+        out = model(x, masks, x.flip(-1))
         opt.zero_grad()
         out.loss.backward()
         opt.step()

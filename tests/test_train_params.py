@@ -81,7 +81,7 @@ def _one_step(t: Pretrainer) -> None:
     t.batches.set_epoch(0)
     b = t.batches[0]
     t.set_schedules(0)
-    t.train_step(b.images, b.masks, 0)
+    t.train_step(b.images, b.masks, 0, b.second_view)
 
 
 def test_grad_clip_bounds_the_gradient_norm():
