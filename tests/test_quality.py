@@ -296,7 +296,7 @@ def test_invariance_gradient_reaches_head_and_context_encoder_not_target():
     assert all(p.grad is None for p in model.target_encoder.parameters())
 
 
-def test_two_views_add_a_second_draw_without_changing_the_first(tmp_path):
+def test_two_views_add_a_second_draw_without_changing_the_first():
     from hjepa.augment import Augmenter
     from hjepa.batches import PretrainBatches
 
