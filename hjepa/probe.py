@@ -153,16 +153,15 @@ def select_c(
 
     Deliberately takes no test data: the signature is the guarantee that selection cannot see it.
     """
-    scores: dict[float, float] = {}
-    best: tuple[float, float, LogisticRegression] | None = None
-    for c in sorted(float(c) for c in c_values):
-        model = fit_linear(train_x, train_y, c, max_iter, seed)
-        score = accuracy(model.predict(val_x), val_y)
-        scores[c] = score
-        if best is None or score > best[1]:
-            best = (c, score, model)
-    assert best is not None  # c_values is validated non-empty
-    return CSelection(best_c=best[0], val_top1=scores, model=best[2])
+    models = {float(c): fit_linear(train_x, train_y, float(c), max_iter, seed) for c in c_values}
+    scores = {c: accuracy(m.predict(val_x), val_y) for c, m in models.items()}
+    best = _best_c(scores)
+    return CSelection(best_c=best, val_top1=dict(sorted(scores.items())), model=models[best])
+
+
+def _best_c(scores: dict[float, float]) -> float:
+    """The C with the highest score; ties → the smaller C, the stronger regulariser."""
+    return min(scores, key=lambda c: (-scores[c], c))
 
 
 def cv_select_c(
@@ -188,20 +187,22 @@ def cv_select_c(
         )
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed % 2**32)
     parts = [standardise(x[fit], x[held]) + [y[fit], y[held]] for fit, held in splitter.split(x, y)]
-    scores: dict[float, float] = {}
-    best: tuple[float, float] | None = None
-    for c in sorted(float(c) for c in c_values):
-        accs = [
-            accuracy(fit_linear(xa, ya, c, max_iter, seed).predict(xb), yb)
-            for xa, xb, ya, yb in parts
-        ]
-        scores[c] = float(np.mean(accs))
-        if best is None or scores[c] > best[1]:
-            best = (c, scores[c])
-    assert best is not None  # c_values is validated non-empty
+    scores = {
+        c: float(
+            np.mean(
+                [
+                    accuracy(fit_linear(xa, ya, c, max_iter, seed).predict(xb), yb)
+                    for xa, xb, ya, yb in parts
+                ]
+            )
+        )
+        for c in sorted(float(c) for c in c_values)
+    }
+    best = _best_c(scores)
     (x_std,) = standardise(x)
-    model = fit_linear(x_std, y, best[0], max_iter, seed)
-    return CSelection(best_c=best[0], val_top1=scores, model=model)
+    return CSelection(
+        best_c=best, val_top1=scores, model=fit_linear(x_std, y, best, max_iter, seed)
+    )
 
 
 def knn_predict(

@@ -189,7 +189,8 @@ class HJEPA(nn.Module):
         if reg is not None:
             loss = loss + reg
         inv = None
-        if self.invariance_head is not None and view_target is not None:
+        if self.invariance_head is not None:
+            assert view_target is not None  # checked above: the term is on, so a view was given
             pred = self.invariance_head(pooled_embedding(context, masks.context_pad))
             inv = masked_smooth_l1(pred, view_target)
             loss = loss + self.invariance_weight * inv
