@@ -237,7 +237,9 @@ def _invariance_model(
     weight: float, symmetric: bool = False
 ) -> tuple[HJEPA, torch.Tensor, torch.Tensor, object]:
     params = parse_params(
-        tiny_params(**{"model.invariance_weight": weight, "model.invariance_symmetric": symmetric})
+        tiny_params(
+            **{"model.invariance_weight": weight, "model.invariance_symmetric": symmetric}
+        )
     )
     torch.manual_seed(0)
     model = HJEPA(params).train()
