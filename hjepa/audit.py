@@ -56,7 +56,6 @@ AUDITED_EXTRA = ("data.image_size", "data.channels")
 # Keys that only act once another key enables them: the companion is set on both sides.
 COMPANIONS: dict[str, dict[str, Any]] = {
     "model.layerscale.init_value": {"model.layerscale.use_layerscale": True},
-    "model.invariance_symmetric": {"model.invariance_weight": 1.0},
 }
 
 # Alternatives tried before the generic ones, where a key only acts in a regime the generic

@@ -168,10 +168,6 @@ class ModelParams(Section):
     # pooled context embedding of one augmented view predicts, through a small MLP head, the EMA
     # target encoder's pooled embedding of a second, independently augmented view; 0 = off.
     invariance_weight: float = Field(1.0, ge=0, le=100)
-    # Issue 9: make the invariance term symmetric (BYOL): the second view, whole, also goes
-    # through the context encoder and its pooled embedding predicts the first view's pooled
-    # target; the term is the mean of both directions. Needs invariance_weight > 0.
-    invariance_symmetric: bool = False
     layerscale: LayerScaleParams = Field(default_factory=LayerScaleParams)
     predictor: PredictorParams = Field(default_factory=PredictorParams)
     hierarchy: list[LevelParams] = Field(
@@ -186,11 +182,6 @@ class ModelParams(Section):
     def _shapes(self) -> ModelParams:
         if self.width % self.heads:
             raise ValueError(f"heads ({self.heads}) must divide width ({self.width})")
-        if self.invariance_symmetric and self.invariance_weight == 0:
-            raise ValueError(
-                "invariance_symmetric: true needs invariance_weight > 0 (it changes how the "
-                "invariance term is computed, and that term is off)"
-            )
         seen = set()
         for i, level in enumerate(self.hierarchy):
             if level.depth > self.depth:

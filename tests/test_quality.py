@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import ROOT, stage_dir, tiny_params
 
-from hjepa.config import ConfigError, parse_params
+from hjepa.config import parse_params
 from hjepa.diagnostics import effective_rank, encoder_diagnostics, loo_knn_accuracy, position_share
 from hjepa.masks import MaskGenerator
 from hjepa.models.hjepa import HJEPA
@@ -233,14 +233,8 @@ def test_probe_sweep_refuses_non_probe_keys_and_missing_runs(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------- two-view invariance
-def _invariance_model(
-    weight: float, symmetric: bool = False
-) -> tuple[HJEPA, torch.Tensor, torch.Tensor, object]:
-    params = parse_params(
-        tiny_params(
-            **{"model.invariance_weight": weight, "model.invariance_symmetric": symmetric}
-        )
-    )
+def _invariance_model(weight: float) -> tuple[HJEPA, torch.Tensor, torch.Tensor, object]:
+    params = parse_params(tiny_params(**{"model.invariance_weight": weight}))
     torch.manual_seed(0)
     model = HJEPA(params).train()
     g = torch.Generator().manual_seed(1)
@@ -275,47 +269,6 @@ def test_invariance_weight_adds_its_weighted_view_prediction_loss():
     rest = model(images, masks, view)
     gap = float((out.loss - rest.loss).detach())
     assert math.isclose(gap, 0.5 * float(expected.detach()), rel_tol=1e-4)
-
-
-def test_symmetric_invariance_averages_both_prediction_directions():
-    model, images, view, masks = _invariance_model(0.5, symmetric=True)
-    assert model.invariance_head is not None
-    torch.manual_seed(3)
-    out = model(images, masks, view)
-    head = model.invariance_head
-    ln = torch.nn.functional.layer_norm
-
-    def pooled_target(x: torch.Tensor) -> torch.Tensor:
-        pooled = model.target_encoder(x).tokens.mean(dim=1)
-        return ln(pooled, (pooled.shape[-1],))
-
-    # By hand: masked view 1 -> pooled target of view 2, and whole view 2 -> that of view 1.
-    context = model.context_encoder(
-        images, keep_idx=masks.context_idx, pad_mask=masks.context_pad
-    ).tokens
-    forward = torch.nn.functional.smooth_l1_loss(
-        head(pooled_embedding(context, masks.context_pad)), pooled_target(view)
-    )
-    backward = torch.nn.functional.smooth_l1_loss(
-        head(model.context_encoder(view).tokens.mean(dim=1)), pooled_target(images)
-    )
-    expected = 0.5 * (forward + backward)
-    assert out.inv_loss is not None
-    assert math.isclose(float(out.inv_loss), float(expected.detach()), rel_tol=1e-4)
-    assert not math.isclose(float(forward.detach()), float(expected.detach()), rel_tol=1e-3)
-    # One-directional, the same model gives the forward direction alone.
-    model.invariance_symmetric = False
-    torch.manual_seed(3)
-    one_way = model(images, masks, view)
-    assert one_way.inv_loss is not None
-    assert math.isclose(float(one_way.inv_loss), float(forward.detach()), rel_tol=1e-4)
-
-
-def test_symmetric_invariance_without_the_term_is_refused():
-    with pytest.raises(ConfigError, match="invariance_symmetric"):
-        parse_params(
-            tiny_params(**{"model.invariance_weight": 0.0, "model.invariance_symmetric": True})
-        )
 
 
 def test_invariance_off_builds_no_head_and_ignores_a_second_view():

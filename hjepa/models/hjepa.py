@@ -20,9 +20,6 @@ One forward step (``HJEPA.forward``):
    prediction alone teaches what a patch looks like *where it is*; this term asks for what the
    image *is*, whatever the crop, which is what a linear probe reads (BYOL-style: EMA target
    plus a predictor head, with the VICReg term on the same pooled embedding against collapse).
-   With ``model.invariance_symmetric`` the whole second view also goes through the context
-   encoder and, through the same head, predicts the first view's pooled target; the term is
-   the mean of both directions (BYOL's symmetrised loss).
 
 The target encoder is kept in eval mode (no stochastic depth in the teacher) and never receives
 gradients; ``hjepa.ema.ema_update`` moves it.
@@ -106,7 +103,6 @@ class HJEPA(nn.Module):
         self.levels = [(lv.depth, lv.scale, lv.weight) for lv in m.hierarchy]
         self.vicreg_weight = float(m.vicreg_weight)
         self.invariance_weight = float(m.invariance_weight)
-        self.invariance_symmetric = bool(m.invariance_symmetric)
         self.context_encoder: Encoder = build_encoder(arch)
         self.target_encoder: Encoder = copy.deepcopy(self.context_encoder)
         self.target_encoder.requires_grad_(False)
@@ -147,11 +143,10 @@ class HJEPA(nn.Module):
     @torch.no_grad()
     def targets(
         self, images: Tensor, second_view: Tensor | None = None
-    ) -> tuple[list[Tensor], tuple[Tensor, Tensor] | None]:
+    ) -> tuple[list[Tensor], Tensor | None]:
         """Per level: layer-normed, pooled target features on that level's grid (B, cells, D);
-        and, given ``second_view``, the layer-normed per-image mean embeddings (B, D) of the
-        first and of the second view, from the same target-encoder call (one batch of 2B
-        images instead of two passes)."""
+        and, given ``second_view``, its layer-normed per-image mean embedding (B, D), from the
+        same target-encoder call (one batch of 2B images instead of two passes)."""
         wanted = sorted({d for d, _, _ in self.levels if d != self.depth})
         n = images.shape[0]
         both = images if second_view is None else torch.cat([images, second_view])
@@ -161,12 +156,11 @@ class HJEPA(nn.Module):
             h = out.tokens if depth == self.depth else out.blocks[depth]
             h = F.layer_norm(h[:n], (h.shape[-1],))
             feats.append(pool_grid(h, self.grid_size, scale))
-        view_targets = None
+        view_target = None
         if second_view is not None:
-            pooled = out.tokens.float().mean(dim=1)
-            pooled = F.layer_norm(pooled, (pooled.shape[-1],))
-            view_targets = (pooled[:n], pooled[n:])
-        return feats, view_targets
+            pooled = out.tokens[n:].float().mean(dim=1)
+            view_target = F.layer_norm(pooled, (pooled.shape[-1],))
+        return feats, view_target
 
     def forward(
         self, images: Tensor, masks: Masks, second_view: Tensor | None = None
@@ -181,8 +175,7 @@ class HJEPA(nn.Module):
         context = self.context_encoder(
             images, keep_idx=masks.context_idx, pad_mask=masks.context_pad
         ).tokens
-        view = second_view if self.needs_second_view else None
-        feats, view_targets = self.targets(images, view)
+        feats, view_target = self.targets(images, second_view if self.needs_second_view else None)
         queries = [
             coarse_targets(masks.target_idx, masks.target_pad, self.grid_size, scale)
             for _, scale, _ in self.levels
@@ -197,9 +190,9 @@ class HJEPA(nn.Module):
             loss = loss + reg
         inv = None
         if self.invariance_head is not None:
-            # checked above: the term is on, so a view was given
-            assert view is not None and view_targets is not None
-            inv = self.invariance(context, masks, view, view_targets)
+            assert view_target is not None  # checked above: the term is on, so a view was given
+            pred = self.invariance_head(pooled_embedding(context, masks.context_pad))
+            inv = masked_smooth_l1(pred, view_target)
             loss = loss + self.invariance_weight * inv
         return JEPAOutput(
             loss=loss,
@@ -208,27 +201,6 @@ class HJEPA(nn.Module):
             reg_loss=None if reg is None else reg.detach(),
             inv_loss=None if inv is None else inv.detach(),
         )
-
-    def invariance(
-        self,
-        context: Tensor,
-        masks: Masks,
-        second_view: Tensor,
-        view_targets: tuple[Tensor, Tensor],
-    ) -> Tensor:
-        """Unweighted two-view term: the head maps the masked first view's pooled context
-        embedding to the second view's pooled target; when symmetric, also the whole second
-        view's pooled context embedding to the first view's pooled target, and the two
-        directions are averaged."""
-        assert self.invariance_head is not None
-        first_target, second_target = view_targets
-        pred = self.invariance_head(pooled_embedding(context, masks.context_pad))
-        inv = masked_smooth_l1(pred, second_target)
-        if not self.invariance_symmetric:
-            return inv
-        other = pooled_embedding(self.context_encoder(second_view).tokens, None)
-        back = masked_smooth_l1(self.invariance_head(other), first_target)
-        return 0.5 * (inv + back)
 
     def regularizer(self, context: Tensor, pad: Tensor | None) -> Tensor | None:
         """Weighted VICReg of the pooled context embeddings (None when the weight is 0)."""
