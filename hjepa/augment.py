@@ -1,5 +1,4 @@
-"""Batched, seeded image augmentation for pretraining: random resized crop, horizontal flip and
-brightness/contrast jitter.
+"""Batched, seeded image augmentation for pretraining: random resized crop and horizontal flip.
 
 Why batched affine resampling instead of per-image PIL transforms: one ``grid_sample`` call per
 batch is fast on CPU and GPU, and drawing every random number from the batch's own
@@ -20,13 +19,11 @@ _LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 
 
 class Augmenter:
-    """Random resized crop (area fraction in ``crop_scale``, aspect 3/4..4/3), optional flip, and
-    optional brightness/contrast jitter of strength ``intensity``."""
+    """Random resized crop (area fraction in ``crop_scale``, aspect 3/4..4/3) and optional flip."""
 
     def __init__(self, params: AugmentParams) -> None:
         self.crop_scale = tuple(params.crop_scale)
         self.hflip = bool(params.hflip)
-        self.intensity = float(params.intensity)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """images: float N×C×H×W. Returns augmented images of the same shape."""
@@ -51,22 +48,6 @@ class Augmenter:
         theta[:, 1, 2] = cy
         theta = theta.to(images.device, images.dtype)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-        out = F.grid_sample(
+        return F.grid_sample(
             images, grid, mode="bilinear", padding_mode="border", align_corners=False
         )
-        if self.intensity > 0:  # drawn after the crop: switching it off keeps the crops
-            out = self.jitter(out, generator)
-        return out
-
-    def jitter(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Per image: contrast × U(1 − s, 1 + s) about the image's own mean, then brightness
-        + U(−s, s) (inputs live in [−1, 1]), the same for every channel; s = ``intensity``.
-        Why: a crop alone leaves ink/lighting level as a free cue the invariance term can match
-        views on; jitter makes the pooled embedding ignore it."""
-        n = images.shape[0]
-        s = self.intensity
-        u = torch.rand(n, 2, generator=generator).to(images.device, images.dtype)
-        contrast = (1 - s + 2 * s * u[:, 0]).view(n, 1, 1, 1)
-        brightness = (s * (2 * u[:, 1] - 1)).view(n, 1, 1, 1)
-        mean = images.mean(dim=(1, 2, 3), keepdim=True)
-        return mean + contrast * (images - mean) + brightness

@@ -220,9 +220,6 @@ class MaskParams(Section):
 class AugmentParams(Section):
     crop_scale: tuple[float, float] = (0.3, 1.0)
     hflip: bool = False
-    # Issue 9: brightness/contrast jitter strength s (contrast × U(1−s, 1+s), brightness
-    # + U(−s, s) on inputs in [−1, 1]); 0 = off.
-    intensity: float = Field(0.0, ge=0, lt=1)
 
     @field_validator("crop_scale")
     @classmethod
