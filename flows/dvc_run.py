@@ -7,11 +7,16 @@ the flow (or a Prefect worker) down with it, and DVC's repo lock is released whe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
+
+import psutil
 
 from flows.env import dvc_command, subprocess_env
 
@@ -32,6 +37,38 @@ class DvcCommandError(RuntimeError):
     """A ``dvc`` command exited non-zero; the message carries the tail of its output."""
 
 
+class DvcTimeout(DvcCommandError):
+    """A ``dvc`` command ran past its deadline and was stopped (its stage commands with it)."""
+
+
+def stop_process_tree(pid: int, grace_seconds: float = 10.0) -> None:
+    """Stop ``pid`` and everything it started: descendants first, then ``pid`` itself.
+
+    The stage commands (DVC's children) are terminated first so DVC sees them fail and cleans up
+    its temp workspace and lock as on any failed stage; whatever is still alive after
+    ``grace_seconds`` is killed. Processes that are already gone are skipped.
+    """
+    try:
+        root = psutil.Process(pid)
+        children = root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for proc in reversed(children):  # deepest last in the list: stop the leaves first
+        _signal(proc, psutil.Process.terminate)
+    _, alive = psutil.wait_procs(children, timeout=grace_seconds)
+    for proc in alive:
+        _signal(proc, psutil.Process.kill)
+    _signal(root, psutil.Process.terminate)
+    _, alive = psutil.wait_procs([root], timeout=grace_seconds)
+    for proc in alive:
+        _signal(proc, psutil.Process.kill)
+
+
+def _signal(proc: psutil.Process, how: Callable[[psutil.Process], None]) -> None:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        how(proc)
+
+
 def visible_line(raw: bytes) -> str:
     """One output line as a person would see it in a terminal.
 
@@ -44,13 +81,19 @@ def visible_line(raw: bytes) -> str:
 
 
 def stream_dvc(
-    args: Sequence[str], cwd: str | Path, on_line: Callable[[str], None]
+    args: Sequence[str],
+    cwd: str | Path,
+    on_line: Callable[[str], None],
+    timeout: float | None = None,
 ) -> tuple[int, list[str]]:
     """Run ``dvc <args>`` in ``cwd``, passing each output line (stdout and stderr) to ``on_line``.
 
-    Returns the exit code and all lines, for parsing what DVC did.
+    Returns the exit code and all lines, for parsing what DVC did. With ``timeout`` (seconds),
+    a command still running then is stopped with everything it started (``stop_process_tree``)
+    and ``DvcTimeout`` is raised.
     """
     lines: list[str] = []
+    expired = threading.Event()
     with subprocess.Popen(
         dvc_command(*args),
         cwd=cwd,
@@ -59,25 +102,84 @@ def stream_dvc(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     ) as proc:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = visible_line(raw)
-            if line:
-                lines.append(line)
-                on_line(line)
-        code = proc.wait()
+        timer = None
+        if timeout is not None:
+            timer = threading.Timer(max(timeout, 0.0), _expire, (proc, expired))
+            timer.daemon = True
+            timer.start()
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = visible_line(raw)
+                if line:
+                    lines.append(line)
+                    on_line(line)
+            code = proc.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+    if expired.is_set():
+        shown = "\n".join(lines[-30:])
+        raise DvcTimeout(
+            f"`dvc {' '.join(args)}` in {cwd} ran past its deadline ({timeout:.0f} s) and was "
+            f"stopped:\n{shown}"
+        )
     return code, lines
 
 
+def _expire(proc: subprocess.Popen[bytes], expired: threading.Event) -> None:
+    if proc.poll() is None:  # finished just in time: not a timeout
+        expired.set()
+        stop_process_tree(proc.pid)
+
+
 def check_dvc(
-    args: Sequence[str], cwd: str | Path, on_line: Callable[[str], None], tail: int = 30
+    args: Sequence[str],
+    cwd: str | Path,
+    on_line: Callable[[str], None],
+    tail: int = 30,
+    timeout: float | None = None,
 ) -> list[str]:
-    """``stream_dvc`` that raises ``DvcCommandError`` (with the last ``tail`` lines) on failure."""
-    code, lines = stream_dvc(args, cwd, on_line)
+    """``stream_dvc`` that raises ``DvcCommandError`` (with the last ``tail`` lines) on failure
+    and ``DvcTimeout`` past ``timeout`` seconds."""
+    code, lines = stream_dvc(args, cwd, on_line, timeout)
     if code != 0:
         shown = "\n".join(lines[-tail:])
         raise DvcCommandError(f"`dvc {' '.join(args)}` in {cwd} exited {code}:\n{shown}")
     return lines
+
+
+def start_queue_workers(
+    jobs: int, cwd: str | Path, on_line: Callable[[str], None], timeout: float = 120.0
+) -> None:
+    """``dvc queue start --jobs <jobs>``: DVC's queue workers, started as daemons.
+
+    Not through ``stream_dvc``: the daemonised workers inherit the launcher's stdout, so a pipe
+    would stay open (and a reader would block) for as long as any worker lives, long after
+    ``dvc queue start`` itself returned. Its output goes to a temp file instead.
+    """
+    args = ["queue", "start", "--jobs", str(jobs)]
+    with tempfile.TemporaryFile() as out:
+        try:
+            code = subprocess.run(
+                dvc_command(*args),
+                cwd=cwd,
+                env=subprocess_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            code = None
+        out.seek(0)
+        lines = [line for line in map(visible_line, out.read().splitlines()) if line]
+    for line in lines:
+        on_line(line)
+    if code != 0:
+        outcome = f"ran past {timeout:.0f} s" if code is None else f"exited {code}"
+        shown = "\n".join(lines[-30:])
+        raise DvcCommandError(f"`dvc {' '.join(args)}` in {cwd} {outcome}:\n{shown}")
 
 
 def repro_status(stage: str, lines: Sequence[str]) -> StageStatus:

@@ -45,16 +45,17 @@ def experiment_rows(
     """One row per experiment, in ``names`` order, all with the same columns.
 
     Columns: ``experiment``, ``status``, every overridden param key (the value that experiment
-    really used, read back from DVC), then every metric (``<metrics file stem>.<key>``).
+    really used, read back from DVC; for one DVC has no results of, e.g. killed in the queue, the
+    value it was asked to run with), then every metric (``<metrics file stem>.<key>``).
     """
     found = {e.name: e for e in experiments_from_exp_show(only_experiments(doc, names))}
     param_keys = list(dict.fromkeys(k for o in overrides for k in o))
     metric_keys = list(dict.fromkeys(k for n in names if n in found for k in found[n].metrics))
     rows = []
-    for name in names:
+    for name, asked in zip(names, overrides, strict=True):
         exp = found.get(name, Experiment(name=name))
         row: dict[str, Any] = {"experiment": name, "status": statuses.get(name, "Unknown")}
-        row.update({k: exp.params.get(k) for k in param_keys})
+        row.update({k: exp.params.get(k, asked.get(k)) for k in param_keys})
         for key in metric_keys:
             column = key if key not in row else f"metric {key}"
             row[column] = exp.metrics.get(key)

@@ -5,6 +5,10 @@ params schema first, so a typo fails the flow run at once and nothing starts. Ex
 in isolated temp workspaces (``--temp`` one by one, or DVC's queue with ``jobs`` workers), so the
 project's workspace, and with it the scheduled pipeline, is never left on an experiment's params.
 Like ``--queue``, ``--temp`` sees only what git or DVC tracks: commit your changes first.
+
+All experiments of one flow run share one deadline (``timeout_minutes``): a stage that hangs, or
+a DVC queue worker that never reports its experiment done, cannot hold the flow (or a Prefect
+worker) forever. At the deadline the unfinished experiments are stopped and marked ``Timeout``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from pydantic import Field
 
-from flows.dvc_run import check_dvc, dvc_json, stream_dvc
+from flows.dvc_run import DvcCommandError, check_dvc, dvc_json, start_queue_workers, stream_dvc
 from flows.exp_table import comparison_markdown, experiment_rows
 from flows.overrides import load_raw_params, set_param_args, validate_override_sets
 from flows.runners import make_task_runner
@@ -28,6 +32,8 @@ from flows.runners import make_task_runner
 TABLE_KEY = "hjepa-experiments"
 MARKDOWN_KEY = "hjepa-experiments-comparison"
 DONE = ("Success", "Failed")
+TIMEOUT = "Timeout"
+STOP_COMMAND_SECONDS = 120.0  # for `dvc queue kill/remove` themselves, should DVC hang there too
 
 
 class ExperimentsFailed(RuntimeError):
@@ -35,9 +41,12 @@ class ExperimentsFailed(RuntimeError):
 
 
 @task(name="dvc-exp-run", task_run_name="{name}", cache_policy=NO_CACHE, persist_result=False)
-def run_experiment(name: str, set_args: list[str], project_dir: str) -> str:
-    """One experiment, run now in a temp workspace; its results become a DVC experiment ref."""
-    check_dvc(["exp", "run", "--temp", "--name", name, *set_args], project_dir, _log)
+def run_experiment(name: str, set_args: list[str], project_dir: str, timeout: float) -> str:
+    """One experiment, run now in a temp workspace; its results become a DVC experiment ref.
+
+    Past ``timeout`` seconds DVC and the stage it runs are stopped (``DvcTimeout``)."""
+    args = ["exp", "run", "--temp", "--name", name, *set_args]
+    check_dvc(args, project_dir, _log, timeout=timeout)
     return name
 
 
@@ -52,11 +61,16 @@ def queue_experiment(name: str, set_args: list[str], project_dir: str) -> str:
 
 @task(name="dvc-queue-run", cache_policy=NO_CACHE, persist_result=False)
 def run_queue(
-    names: list[str], project_dir: str, jobs: int, poll_seconds: float = 2.0
+    names: list[str], project_dir: str, jobs: int, timeout: float, poll_seconds: float = 2.0
 ) -> dict[str, str]:
-    """Start ``jobs`` queue workers and wait until every one of ``names`` succeeded or failed."""
+    """Start ``jobs`` queue workers and wait until every one of ``names`` succeeded or failed.
+
+    Waiting ends after ``timeout`` seconds at the latest: the experiments not done by then are
+    killed (running) or removed (queued) and come back as ``Timeout``.
+    """
     logger = get_run_logger()
-    check_dvc(["queue", "start", "--jobs", str(jobs)], project_dir, logger.info)
+    deadline = time.monotonic() + timeout
+    start_queue_workers(jobs, project_dir, logger.info)
     seen: dict[str, str] = {}
     while True:
         statuses = queue_statuses(project_dir, names)
@@ -66,11 +80,37 @@ def run_queue(
         seen = statuses
         if all(s in DONE for s in statuses.values()):
             break
-        time.sleep(poll_seconds)
-    for name in (n for n, s in statuses.items() if s == "Failed"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            statuses = stop_unfinished(statuses, project_dir)
+            break
+        time.sleep(min(poll_seconds, left))
+    for name in (n for n, s in statuses.items() if s in ("Failed", TIMEOUT)):
         _, lines = stream_dvc(["queue", "logs", name], project_dir, lambda _line: None)
         logger.error("experiment %s failed; last output:\n%s", name, "\n".join(lines[-30:]))
     return statuses
+
+
+def stop_unfinished(statuses: dict[str, str], project_dir: str) -> dict[str, str]:
+    """Kill the running and remove the queued experiments of ``statuses``; mark them ``Timeout``.
+
+    A failing ``dvc queue kill/remove`` (the experiment finished meanwhile, or its worker is
+    gone) is logged, not raised: the flow must still publish what it has.
+    """
+    logger = get_run_logger()
+    unfinished = [n for n, s in statuses.items() if s not in DONE]
+    logger.error("deadline reached; stopping unfinished experiments: %s", unfinished)
+    running = [n for n in unfinished if statuses[n] == "Running"]
+    waiting = [n for n in unfinished if statuses[n] != "Running"]
+    for verb, group in (("kill", running), ("remove", waiting)):
+        if not group:
+            continue
+        try:
+            args = ["queue", verb, *group]
+            check_dvc(args, project_dir, logger.info, timeout=STOP_COMMAND_SECONDS)
+        except DvcCommandError as exc:
+            logger.error("could not %s %s: %s", verb, group, exc)
+    return {n: TIMEOUT if n in unfinished else s for n, s in statuses.items()}
 
 
 def queue_statuses(project_dir: str, names: list[str]) -> dict[str, str]:
@@ -89,18 +129,30 @@ def _log(line: str) -> None:
 
 
 @flow(name="hjepa-experiments-run")
-def run_all(names: list[str], set_args: list[list[str]], project_dir: str, jobs: int) -> dict:
-    """The experiments themselves, on the task runner the parent flow chose."""
+def run_all(
+    names: list[str], set_args: list[list[str]], project_dir: str, jobs: int, timeout: float
+) -> dict:
+    """The experiments themselves, on the task runner the parent flow chose, all done (or
+    stopped) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
     if jobs == 1:
         statuses = {}
         for name, args in zip(names, set_args, strict=True):
-            future = run_experiment.submit(name, args, project_dir)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                statuses[name] = TIMEOUT  # never started
+                continue
+            future = run_experiment.submit(name, args, project_dir, left)
             future.wait()  # one at a time; a failure does not stop the next experiment
-            statuses[name] = "Success" if future.state.is_completed() else "Failed"
+            if future.state.is_completed():
+                statuses[name] = "Success"
+            else:
+                statuses[name] = TIMEOUT if time.monotonic() >= deadline else "Failed"
         return statuses
     for name, args in zip(names, set_args, strict=True):
         queue_experiment.submit(name, args, project_dir).result()
-    return run_queue.submit(names, project_dir, jobs).result()
+    left = max(deadline - time.monotonic(), 0.0)
+    return run_queue.submit(names, project_dir, jobs, left).result()
 
 
 @flow(name="hjepa-experiments")
@@ -110,6 +162,7 @@ def hjepa_experiments(
     jobs: Annotated[int, Field(ge=1, le=64)] = 1,
     task_runner: Literal["thread", "dask"] = "thread",
     dask_address: str | None = None,
+    timeout_minutes: Annotated[float, Field(gt=0, le=10080)] = 1440.0,
 ) -> list[dict[str, Any]]:
     """Run each override set as a DVC experiment; publish a table and a comparison.
 
@@ -124,6 +177,10 @@ def hjepa_experiments(
             ``project_dir`` at the same path (a shared filesystem).
         dask_address: the Dask scheduler, e.g. ``tcp://10.0.0.5:8786``; only with
             task_runner="dask"; left empty, a temporary local Dask cluster is started.
+        timeout_minutes: the most all experiments of this run may take together (default one
+            day, at most a week). At the deadline the running ones are stopped (with their stage
+            commands), queued ones are removed, all of them get status ``Timeout``, and the
+            flow run fails after publishing its artifacts.
 
     Returns:
         The table rows: experiment name, status, the overridden params, the metrics.
@@ -141,7 +198,9 @@ def hjepa_experiments(
     for name, overrides_i in zip(names, overrides, strict=True):
         logger.info("experiment %s: %s", name, overrides_i)
 
-    statuses = run_all.with_options(task_runner=runner)(names, set_args, str(root), jobs)
+    statuses = run_all.with_options(task_runner=runner)(
+        names, set_args, str(root), jobs, timeout_minutes * 60
+    )
 
     doc = dvc_json(["exp", "show", "--json"], root)
     rows = experiment_rows(doc, names, overrides, statuses)
@@ -153,5 +212,6 @@ def hjepa_experiments(
     create_markdown_artifact(markdown=comparison_markdown(doc, names), key=MARKDOWN_KEY)
     failed = [n for n in names if statuses.get(n) != "Success"]
     if failed:
-        raise ExperimentsFailed(f"{len(failed)} of {len(names)} experiments failed: {failed}")
+        detail = ", ".join(f"{n} ({statuses.get(n, 'Unknown')})" for n in failed)
+        raise ExperimentsFailed(f"{len(failed)} of {len(names)} experiments failed: {detail}")
     return rows

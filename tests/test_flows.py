@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import psutil
 import pytest
 import yaml
 from conftest import ROOT, project_env, run
@@ -52,9 +53,10 @@ from flows.serve import EXPERIMENTS_DEPLOYMENT, PIPELINE_DEPLOYMENT, build_deplo
 pytestmark = pytest.mark.e2e
 
 TOY_SCRIPT = '''"""Toy stages for the flow tests."""
-import json, pathlib, sys
+import json, pathlib, sys, time
 import yaml
 
+HANG_SEED = 99
 params = yaml.safe_load(open("params.yaml"))
 out = pathlib.Path("toy")
 out.mkdir(exist_ok=True)
@@ -63,6 +65,8 @@ if stage == "a":
     (out / "a.txt").write_text(str(params["seed"]))
 elif stage in ("b", "c"):
     (out / f"{stage}.txt").write_text((out / "a.txt").read_text() + stage)
+    if stage == "b" and params["seed"] == HANG_SEED:
+        time.sleep(3600)  # a stage that hangs: only the flow's deadline ends it
     if stage == "b":
         score = params["seed"] * 10 + int(params["model"]["layerscale"]["use_layerscale"])
         pathlib.Path("metrics").mkdir(exist_ok=True)
@@ -292,6 +296,50 @@ def test_experiments_flow_runs_override_sets_and_publishes_metrics(
     assert all(n in by_key[MARKDOWN_KEY].data for n in names)
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_experiments_flow_stops_a_hanging_experiment_at_its_deadline(
+    prefect_server: dict[str, str], toy_project: Callable[..., Path], jobs: int
+) -> None:
+    root = toy_project()
+    started = time.monotonic()
+    state = hjepa_experiments(
+        overrides=[{"seed": 2}, {"seed": 99}],  # the second one's stage sleeps for an hour
+        project_dir=str(root),
+        jobs=jobs,
+        timeout_minutes=0.5,
+        return_state=True,
+    )
+    elapsed = time.monotonic() - started
+    assert state.is_failed()
+    assert "1 of 2 experiments failed" in state.message and "(Timeout)" in state.message
+    assert elapsed < 30 + 90, elapsed  # the deadline plus stopping and publishing, not the hour
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    (table,) = [a for a in artifacts if a.key == TABLE_KEY]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [(r["seed"], r["status"]) for r in rows] == [(2, "Success"), (99, "Timeout")]
+    assert rows[0]["toy.score"] == 20  # the finished experiment's metrics are still published
+    assert _toy_stage_processes(root, deadline=time.monotonic() + 20) == []
+
+
+def _toy_stage_processes(root: Path, deadline: float) -> list[str]:
+    """Command lines of toy stages still running in ``root`` (or its DVC temp workspaces),
+    waiting until ``deadline`` for them to go."""
+    while True:
+        alive = []
+        for proc in psutil.process_iter(["cmdline", "cwd"]):
+            cmd, cwd = proc.info["cmdline"] or [], proc.info["cwd"] or ""
+            if any("toy_stage.py" in c for c in cmd) and cwd.startswith(str(root.resolve())):
+                alive.append(" ".join(cmd))
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
+
+
 def test_experiments_flow_fails_fast_on_an_unknown_key(
     prefect_server: dict[str, str], toy_project: Callable[..., Path]
 ) -> None:
@@ -332,6 +380,8 @@ def test_deployments_have_schedule_and_parameter_schema(
     assert schema["properties"]["overrides"]["type"] == "array"
     assert schema["properties"]["task_runner"]["enum"] == ["thread", "dask"]
     assert schema["properties"]["jobs"]["minimum"] == 1
+    timeout = schema["properties"]["timeout_minutes"]
+    assert (timeout["exclusiveMinimum"], timeout["maximum"], timeout["default"]) == (0, 10080, 1440)
 
 
 def _stop_with_ctrl_c(proc: subprocess.Popen) -> tuple[str, bool]:

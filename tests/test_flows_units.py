@@ -189,6 +189,7 @@ def test_experiment_rows_carry_overridden_params_and_metrics() -> None:
     }
     assert rows[1]["probe.knn.top1"] is None and rows[1]["probe.linear_top1"] == 0.9
     assert rows[2]["status"] == "Failed" and rows[2]["probe.linear_top1"] is None
+    assert rows[2]["seed"] == 3  # DVC has no results of run-3: the row says what it was asked
     text = comparison_markdown(doc, ["run-1", "run-2"])
     assert "run-1" in text and "run-2" in text and "old" not in text
 
