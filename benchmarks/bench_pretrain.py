@@ -113,6 +113,12 @@ def build(config: str, device: str) -> Pretrainer:
     return Pretrainer(params, PretrainPaths(), log=lambda m: None, train_images=images)
 
 
+def train_step(trainer: Pretrainer, batch: Any, step: int) -> tuple[Any, torch.Tensor]:
+    """One real training step on ``batch``, as the training loop calls it (both views: with
+    ``model.invariance_weight > 0`` the model needs the second one)."""
+    return trainer.train_step(batch.images, batch.masks, step, batch.second_view)
+
+
 def bench(config: str, steps: int, warmup: int, device: str) -> dict[str, Any]:
     trainer = build(config, device)
     dev = trainer.device
@@ -130,7 +136,7 @@ def bench(config: str, steps: int, warmup: int, device: str) -> dict[str, Any]:
     it = batches()
     first = next(it).to(dev)
     with FlopCounterMode(display=False) as counter:
-        trainer.train_step(first.images, first.masks, 0)
+        train_step(trainer, first, 0)
     flops_per_image = counter.get_total_flops() / batch_size
 
     times, waits = [], []
@@ -139,7 +145,7 @@ def bench(config: str, steps: int, warmup: int, device: str) -> dict[str, Any]:
         batch = next(it).to(dev)
         t1 = time.perf_counter()
         trainer.set_schedules(i)
-        out, _ = trainer.train_step(batch.images, batch.masks, i)
+        out, _ = train_step(trainer, batch, i)
         _sync(dev)
         t2 = time.perf_counter()
         if i >= warmup:

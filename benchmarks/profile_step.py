@@ -16,7 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_pretrain import CONFIGS, build  # noqa: E402
+from bench_pretrain import CONFIGS, build, train_step  # noqa: E402
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     n = len(trainer.batches)
     batches = [trainer.batches[i % n].to(trainer.device) for i in range(args.steps + 2)]
     for i in range(2):  # warm-up
-        trainer.train_step(batches[i].images, batches[i].masks, i)
+        train_step(trainer, batches[i], i)
     activities = [ProfilerActivity.CPU]
     sort = "self_cpu_time_total"
     if trainer.device.type == "cuda":
@@ -39,7 +39,7 @@ def main() -> None:
         sort = "self_cuda_time_total"
     with profile(activities=activities) as prof:
         for i, b in enumerate(batches[2:]):
-            trainer.train_step(b.images, b.masks, i + 2)
+            train_step(trainer, b, i + 2)
         if trainer.device.type == "cuda":
             torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by=sort, row_limit=args.rows))

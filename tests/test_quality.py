@@ -23,6 +23,7 @@ from hjepa.regularizers import pooled_embedding, vicreg
 from hjepa.train import Pretrainer, PretrainPaths
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_pretrain  # noqa: E402
 import bench_quality  # noqa: E402
 
 
@@ -337,3 +338,11 @@ def test_pretraining_with_invariance_trains_the_head_and_logs_the_term(tmp_path,
     assert any(not torch.equal(x, y) for x, y in zip(before, after, strict=True))
     rows = _rows(d)
     assert all(float(r["inv_loss"]) > 0 for r in rows)
+
+
+def test_step_benchmark_runs_the_default_recipe() -> None:
+    """bench_pretrain (and profile_step, which shares its step) on params.yaml as it is: the
+    step must get the second view the default invariance term needs, or it raises."""
+    row = bench_pretrain.bench("default", steps=1, warmup=0, device="cpu")
+    assert row["config"] == "default" and row["images_per_s"] > 0
+    assert math.isfinite(row["final_loss"]) and row["gflops_per_image"] > 0
