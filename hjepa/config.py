@@ -260,7 +260,7 @@ class EmaParams(Section):
     """Momentum of the EMA target encoder (the encoder that is kept and probed).
 
     The defaults hold it at 0.99: I-JEPA's 0.996 → 1.0 ramp is made for ~10^5 steps; over the
-    ~1,400 of the default run it freezes the EMA well behind the context encoder (RESULTS.md).
+    ~1,560 of the default run it freezes the EMA well behind the context encoder (RESULTS.md).
     """
 
     momentum_start: float = Field(0.99, ge=0, le=1)
