@@ -109,7 +109,10 @@ def _get(raw: Mapping[str, Any], key: str) -> Any:
 def _number_candidates(value: float | int) -> list[Any]:
     if isinstance(value, int):
         return [value * 2, value + 1, value - 1, value // 2, value * 4, value * 8, value * 16]
-    return [value * 2, value / 2, value * 1.1, value * 0.9, value * 0.999, value + 0.1, 0.5]
+    out = [value * 2, value / 2, value * 1.1, value * 0.9, value * 0.999, value + 0.1, 0.5]
+    if 0 <= value < 1:  # a fraction near 1 (EMA momentum 0.99 ≤ end ≤ 1): halfway to 1
+        out.append((value + 1) / 2)
+    return out
 
 
 def candidates(value: Any, annotation: Any) -> list[Any]:

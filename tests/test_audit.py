@@ -65,6 +65,8 @@ def test_candidates_are_other_valid_looking_values() -> None:
     assert candidates(1, Literal[1, 3]) == [3]
     assert candidates(4, int)[0] == 8
     assert 0.0 not in candidates(0.0, float) and candidates(0.0, float)
+    # a momentum_end of 0.99 with momentum_start 0.99 only has (0.99, 1] left to try
+    assert any(0.99 < c <= 1.0 for c in candidates(0.99, float))
     levels = [{"depth": 2, "scale": 2, "weight": 0.5}, {"depth": 4, "scale": 1, "weight": 1.0}]
     assert levels[:-1] in candidates(levels, list)
     pair = candidates([0.15, 0.2], tuple)
