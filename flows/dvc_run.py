@@ -41,6 +41,14 @@ class DvcTimeout(DvcCommandError):
     """A ``dvc`` command ran past its deadline and was stopped (its stage commands with it)."""
 
 
+def command_error(
+    args: Sequence[str], cwd: str | Path, outcome: str, lines: Sequence[str], tail: int = 30
+) -> str:
+    """The message of a failed ``dvc`` command: what ran where, what happened, its last lines."""
+    shown = "\n".join(lines[-tail:])
+    return f"`dvc {' '.join(args)}` in {cwd} {outcome}:\n{shown}"
+
+
 def stop_process_tree(pid: int, grace_seconds: float = 10.0) -> None:
     """Stop ``pid`` and everything it started: descendants first, then ``pid`` itself.
 
@@ -119,11 +127,8 @@ def stream_dvc(
             if timer is not None:
                 timer.cancel()
     if expired.is_set():
-        shown = "\n".join(lines[-30:])
-        raise DvcTimeout(
-            f"`dvc {' '.join(args)}` in {cwd} ran past its deadline ({timeout:.0f} s) and was "
-            f"stopped:\n{shown}"
-        )
+        outcome = f"ran past its deadline ({timeout:.0f} s) and was stopped"
+        raise DvcTimeout(command_error(args, cwd, outcome, lines))
     return code, lines
 
 
@@ -144,8 +149,7 @@ def check_dvc(
     and ``DvcTimeout`` past ``timeout`` seconds."""
     code, lines = stream_dvc(args, cwd, on_line, timeout)
     if code != 0:
-        shown = "\n".join(lines[-tail:])
-        raise DvcCommandError(f"`dvc {' '.join(args)}` in {cwd} exited {code}:\n{shown}")
+        raise DvcCommandError(command_error(args, cwd, f"exited {code}", lines, tail))
     return lines
 
 
@@ -178,8 +182,7 @@ def start_queue_workers(
         on_line(line)
     if code != 0:
         outcome = f"ran past {timeout:.0f} s" if code is None else f"exited {code}"
-        shown = "\n".join(lines[-30:])
-        raise DvcCommandError(f"`dvc {' '.join(args)}` in {cwd} {outcome}:\n{shown}")
+        raise DvcCommandError(command_error(args, cwd, outcome, lines))
 
 
 def repro_status(stage: str, lines: Sequence[str]) -> StageStatus:

@@ -85,6 +85,15 @@ def run_queue(
             statuses = stop_unfinished(statuses, project_dir)
             break
         time.sleep(min(poll_seconds, left))
+    succeeded = [n for n, s in statuses.items() if s == "Success"]
+    while missing := sorted(set(succeeded) - experiment_refs(project_dir)):
+        # The queue says Success before the worker has stored the result as an experiment ref;
+        # `dvc exp show` right then would miss its params and metrics.
+        left = deadline - time.monotonic()
+        if left <= 0:
+            logger.warning("results of %s not (yet) stored as DVC experiments", missing)
+            break
+        time.sleep(min(poll_seconds, left))
     for name in (n for n, s in statuses.items() if s in ("Failed", TIMEOUT)):
         _, lines = stream_dvc(["queue", "logs", name], project_dir, lambda _line: None)
         logger.error("experiment %s failed; last output:\n%s", name, "\n".join(lines[-30:]))
@@ -111,6 +120,12 @@ def stop_unfinished(statuses: dict[str, str], project_dir: str) -> dict[str, str
         except DvcCommandError as exc:
             logger.error("could not %s %s: %s", verb, group, exc)
     return {n: TIMEOUT if n in unfinished else s for n, s in statuses.items()}
+
+
+def experiment_refs(project_dir: str) -> set[str]:
+    """Names of the experiments DVC has stored (``dvc exp list --all-commits --name-only``)."""
+    lines = check_dvc(["exp", "list", "--all-commits", "--name-only"], project_dir, lambda _: None)
+    return {line.strip() for line in lines if line.strip()}
 
 
 def queue_statuses(project_dir: str, names: list[str]) -> dict[str, str]:
