@@ -1,6 +1,6 @@
 """Pretraining step benchmark: images/s, step time, FLOPs, and the fraction of matmul peak.
 
-Times the real training step of hjepa.train (batches built by the same DataLoader path with
+Times the real training step of hjepa.train.trainer (batches built by the same DataLoader path with
 augmentation and masks, forward, loss, backward, AdamW, EMA update) after warm-up, and in the
 same run measures a large fp32 and bf16 matmul as the machine's peak. Prints one JSON line per
 config.
@@ -31,8 +31,8 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hjepa.config import apply_overrides, parse_params  # noqa: E402
-from hjepa.train import Pretrainer, PretrainPaths  # noqa: E402
+from hjepa.core.config import apply_overrides, parse_params  # noqa: E402
+from hjepa.train.trainer import Pretrainer, PretrainPaths  # noqa: E402
 
 ANCHOR = {
     "data.image_size": 32,
@@ -122,7 +122,7 @@ def train_step(trainer: Pretrainer, batch: Any, step: int) -> tuple[Any, torch.T
 def bench(config: str, steps: int, warmup: int, device: str) -> dict[str, Any]:
     trainer = build(config, device)
     dev = trainer.device
-    from hjepa.batches import make_loader
+    from hjepa.train.batches import make_loader
 
     batch_size = trainer.batches.batch_size
 

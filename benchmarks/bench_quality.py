@@ -16,7 +16,7 @@ go to stderr (``2>/dev/null`` hides them).
     python benchmarks/bench_quality.py --keep /tmp/q   # keep encoders for probe_sweep.py
 
 ``--set`` takes dotted keys and YAML values (``--set mask.target_scale=[0.1,0.2]``); the result
-is validated by hjepa.config like params.yaml itself.
+is validated by hjepa.core.config like params.yaml itself.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hjepa.config import Params, apply_overrides, parse_params  # noqa: E402
-from hjepa.errors import UserError  # noqa: E402
+from hjepa.core.config import Params, apply_overrides, parse_params  # noqa: E402
+from hjepa.core.errors import UserError  # noqa: E402
 
 METRICS = (
     ("pretrained", "linear"),
@@ -82,9 +82,9 @@ def run_seed(job: dict[str, Any]) -> dict[str, Any]:
 
         torch.set_num_threads(job["threads"])
     from hjepa.data.build import prepare_dataset
-    from hjepa.evaluation import run_probe
-    from hjepa.probe import ProbeSettings
-    from hjepa.train import Pretrainer, PretrainPaths
+    from hjepa.eval.probes import ProbeSettings
+    from hjepa.eval.stage import run_probe
+    from hjepa.train.trainer import Pretrainer, PretrainPaths
 
     params = build_params(
         Path(job["params"]), job["overrides"], job["seed"], job["source"], job["path"]

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_quality import accuracies, build_params, format_table, summarise  # noqa: E402
 
-from hjepa.errors import UserError  # noqa: E402
+from hjepa.core.errors import UserError  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -65,8 +65,8 @@ def seed_dirs(keep: Path) -> list[tuple[int, Path]]:
 def probe_row(
     name: str, seed: int, work: Path, params_file: Path, overrides: dict[str, Any]
 ) -> dict[str, Any]:
-    from hjepa.evaluation import run_probe
-    from hjepa.probe import ProbeSettings
+    from hjepa.eval.probes import ProbeSettings
+    from hjepa.eval.stage import run_probe
 
     params = build_params(params_file, overrides, seed, None, None)
     p = params.probe

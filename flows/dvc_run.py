@@ -8,7 +8,6 @@ the flow (or a Prefect worker) down with it, and DVC's repo lock is released whe
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import tempfile
 import threading
@@ -199,23 +198,3 @@ def repro_status(stage: str, lines: Sequence[str]) -> StageStatus:
         f"could not tell from DVC's output whether stage '{stage}' ran or was skipped; "
         f"expected one of: {', '.join(t.format(stage) for t, _ in _STATUS_PATTERNS)}"
     )
-
-
-def dvc_json(args: Sequence[str], cwd: str | Path) -> object:
-    """Run ``dvc ... --json`` and parse its stdout; raise ``DvcCommandError`` on failure."""
-    proc = subprocess.run(
-        dvc_command(*args),
-        cwd=cwd,
-        env=subprocess_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise DvcCommandError(
-            f"`dvc {' '.join(args)}` in {cwd} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
-        )
-    try:
-        return json.loads(proc.stdout)
-    except json.JSONDecodeError as exc:
-        raise DvcCommandError(f"`dvc {' '.join(args)}` printed no valid JSON ({exc})") from None

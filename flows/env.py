@@ -11,16 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-OFFLINE_ENV: dict[str, str] = {
-    "DVC_NO_ANALYTICS": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-}
+from hjepa.integration.dvc_repo import OFFLINE_ENV, apply_offline_env
 
-
-def apply_offline_env() -> None:
-    """Force the offline variables into this process's environment."""
-    os.environ.update(OFFLINE_ENV)
+__all__ = ["OFFLINE_ENV", "apply_offline_env", "dvc_command", "subprocess_env"]
 
 
 def subprocess_env() -> dict[str, str]:

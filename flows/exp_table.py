@@ -1,6 +1,6 @@
 """Turn ``dvc exp show --json`` into the rows and the markdown the experiments flow publishes.
 
-The parsing of exp-show output is ``hjepa.report.compare``'s (the same code behind
+The parsing of exp-show output is ``hjepa.integration.compare``'s (the same code behind
 ``hjepa compare``), so the Prefect artifacts and the CLI name params and metrics identically.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hjepa.report.compare import Experiment, compare_markdown, experiments_from_exp_show
+from hjepa.integration.compare import Experiment, compare_markdown, experiments_from_exp_show
 
 
 def only_experiments(doc: Any, names: Sequence[str]) -> list[dict[str, Any]]:

@@ -17,17 +17,17 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from dvc.repo import Repo
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from pydantic import Field
 
-from flows.dvc_run import DvcCommandError, check_dvc, dvc_json, start_queue_workers, stream_dvc
+from flows.dvc_run import DvcCommandError, check_dvc, start_queue_workers, stream_dvc
 from flows.exp_table import comparison_markdown, experiment_rows
 from flows.overrides import load_raw_params, set_param_args, validate_override_sets
 from flows.runners import make_task_runner
+from hjepa.integration.dvc_repo import exp_show, queue_entries
 
 TABLE_KEY = "hjepa-experiments"
 MARKDOWN_KEY = "hjepa-experiments-comparison"
@@ -133,8 +133,7 @@ def queue_statuses(project_dir: str, names: list[str]) -> dict[str, str]:
 
     A name the queue no longer knows counts as ``Failed`` (removed or lost), so waiting ends.
     """
-    with Repo(project_dir) as repo:
-        entries = repo.experiments.celery_queue.status()
+    entries = queue_entries(project_dir)
     by_name = {e["name"]: e["status"] for e in entries if e.get("name") in names}
     return {n: by_name.get(n, "Failed") for n in names}
 
@@ -217,7 +216,7 @@ def hjepa_experiments(
         names, set_args, str(root), jobs, timeout_minutes * 60
     )
 
-    doc = dvc_json(["exp", "show", "--json"], root)
+    doc = exp_show(root)
     rows = experiment_rows(doc, names, overrides, statuses)
     create_table_artifact(
         table=rows,

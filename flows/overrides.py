@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hjepa.config import ConfigError, apply_overrides, parse_params, read_raw_params
+from hjepa.core.config import ConfigError, apply_overrides, parse_params, read_raw_params
 
 OverrideSet = Mapping[str, Any]
 

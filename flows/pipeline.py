@@ -19,9 +19,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import Field
 
-from flows.dvc_dag import pipeline_stages
 from flows.dvc_run import check_dvc, repro_status
-from hjepa.errors import UserError
+from hjepa.core.errors import UserError
+from hjepa.integration.dvc_repo import pipeline_stages
 
 StageResult = dict[str, str]
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from hjepa.errors import UserError
+from hjepa.core.errors import UserError
 
 RunnerKind = Literal["thread", "dask"]
 

@@ -24,10 +24,10 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 from pydantic import ValidationError
 
-from flows.dvc_dag import pipeline_stages
 from flows.experiments import hjepa_experiments
 from flows.pipeline import hjepa_pipeline
-from hjepa.errors import UserError
+from hjepa.core.errors import UserError
+from hjepa.integration.dvc_repo import pipeline_stages
 
 DEFAULT_CRON = "0 2 * * *"
 PIPELINE_DEPLOYMENT = "scheduled"

@@ -12,10 +12,17 @@ import sys
 from collections.abc import Sequence
 
 from hjepa import __version__
-from hjepa.errors import UserError
+from hjepa.core.errors import UserError
 
-# One module per subcommand under hjepa/commands/, each with register(subparsers).
-COMMANDS = ["params", "dag", "doctor", "compare", "audit"]
+# One module per subcommand, each with register(subparsers): the params tools know nothing of
+# DVC; dag, doctor and compare live in the integration layer.
+COMMANDS = {
+    "params": "hjepa.tools.params_cmd",
+    "dag": "hjepa.integration.dag",
+    "doctor": "hjepa.integration.doctor",
+    "compare": "hjepa.integration.compare_cmd",
+    "audit": "hjepa.tools.audit_cmd",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hjepa {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"hjepa.commands.{name}").register(sub)
+    for module in COMMANDS.values():
+        importlib.import_module(module).register(sub)
     return parser
 
 

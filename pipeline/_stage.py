@@ -12,9 +12,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from hjepa.config import Params, load_params, reads, reset_reads
-from hjepa.errors import UserError
-from hjepa.io import write_json
+from hjepa.core.config import Params, load_params, reads, reset_reads
+from hjepa.core.errors import UserError
+from hjepa.core.io import write_json
 
 PARAMS_READ_DIR = Path("params_read")
 

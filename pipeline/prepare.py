@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hjepa.config import Params
+from hjepa.core.config import Params
+from hjepa.core.prepared import PREPARED_DIR
 from hjepa.data.build import prepare_dataset
-from hjepa.data.prepared import PREPARED_DIR
 from pipeline._stage import run_stage
 
 METRICS = Path("metrics/data.json")

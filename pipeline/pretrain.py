@@ -3,8 +3,8 @@
 Also runs under ``torchrun --nproc_per_node N -m pipeline.pretrain`` (DDP).
 """
 
-from hjepa.config import Params
-from hjepa.train import pretrain
+from hjepa.core.config import Params
+from hjepa.train.trainer import pretrain
 from pipeline._stage import run_stage
 
 

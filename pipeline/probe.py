@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hjepa.config import Params
-from hjepa.evaluation import run_probe, write_outputs
-from hjepa.probe import ProbeSettings
+from hjepa.core.config import Params
+from hjepa.eval.probes import ProbeSettings
+from hjepa.eval.stage import run_probe, write_outputs
 from pipeline._stage import run_stage
 
 DATA_ROOT = Path("data/prepared")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hjepa.config import Params, to_dict
+from hjepa.core.config import Params, to_dict
 from hjepa.report import build_report
 from pipeline._stage import run_stage
 

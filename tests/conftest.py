@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hjepa.config import apply_overrides
+from hjepa.core.config import apply_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 

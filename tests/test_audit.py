@@ -8,10 +8,10 @@ import pytest
 from conftest import ROOT, tiny_params
 from pydantic import Field
 
-from hjepa.audit import audit_params, audited_keys, candidates
 from hjepa.cli import main
-from hjepa.commands.audit import report
-from hjepa.config import EmaParams, ModelParams, Params, leaf_keys, load_params
+from hjepa.core.config import EmaParams, ModelParams, Params, leaf_keys, load_params
+from hjepa.tools.audit import audit_params, audited_keys, candidates
+from hjepa.tools.audit_cmd import report
 
 
 class _ModelWithDeadKey(ModelParams):

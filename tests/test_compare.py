@@ -11,8 +11,8 @@ import pytest
 from conftest import run
 
 from hjepa.cli import main
-from hjepa.errors import UserError
-from hjepa.report.compare import experiments_from_exp_show, experiments_from_paths
+from hjepa.core.errors import UserError
+from hjepa.integration.compare import experiments_from_exp_show, experiments_from_paths
 
 
 def _rev(rev: str, name: str | None, lr: float, top1: float) -> dict:

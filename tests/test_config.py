@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hjepa.config import (
+from hjepa.core.config import (
     ConfigError,
     apply_overrides,
     leaf_keys,

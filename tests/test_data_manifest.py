@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hjepa.core.errors import UserError
 from hjepa.data.manifest import build_manifest, check_arrays, validate_manifest
 from hjepa.data.split import SPLITS, duplicate_groups, stratified_split
-from hjepa.errors import UserError
 
 FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 NAMES = ["cat", "dog"]

@@ -16,11 +16,11 @@ import yaml
 from conftest import ROOT, project_env, run, tiny_params
 from test_data_sources import make_cifar_members, make_folder, make_tar, save_image
 
-from hjepa.config import parse_params
-from hjepa.data import prepared
+from hjepa.core import prepared
+from hjepa.core.config import parse_params
+from hjepa.core.errors import UserError
+from hjepa.core.prepared import class_names, expected_files, load_manifest, load_split
 from hjepa.data.build import prepare_dataset
-from hjepa.data.prepared import class_names, expected_files, load_manifest, load_split
-from hjepa.errors import UserError
 
 
 def params(**overrides):

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hjepa.core.errors import UserError
 from hjepa.data.cifar import BATCHES, load_cifar10
 from hjepa.data.sources import load_digits, load_image_folder
-from hjepa.errors import UserError
 
 
 # ----------------------------------------------------------------------------------- helpers

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from hjepa.ema import ema_update, momentum_at
+from hjepa.train.ema import ema_update, momentum_at
 
 
 class Net(nn.Module):

@@ -14,15 +14,15 @@ from conftest import ROOT, run, tiny_params
 if str(ROOT) not in sys.path:  # flows/ is a top-level folder, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from flows.dvc_dag import pipeline_stages
 from flows.dvc_run import DvcCommandError, check_dvc, repro_status, visible_line
 from flows.exp_table import comparison_markdown, experiment_rows
 from flows.overrides import hydra_value, set_param_args, validate_override_sets
 from flows.pipeline import repro_task
 from flows.runners import make_task_runner
 from flows.serve import main as serve_main
-from hjepa.config import ConfigError
-from hjepa.errors import UserError
+from hjepa.core.config import ConfigError
+from hjepa.core.errors import UserError
+from hjepa.integration.dvc_repo import pipeline_stages
 
 
 def _dvc_repo(path: Path, stages: dict, extra: dict[str, dict] | None = None) -> Path:
@@ -58,7 +58,7 @@ def test_stages_come_from_dvc_graph_in_dependency_order(tmp_path: Path) -> None:
 
 
 def test_not_a_dvc_project_is_a_user_error(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="cannot read the DVC pipeline"):
+    with pytest.raises(UserError, match="not a DVC project"):
         pipeline_stages(tmp_path)
 
 
@@ -199,4 +199,4 @@ def test_serve_rejects_a_bad_cron(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert serve_main(["--cron", "every night", "--project-dir", str(repo)]) == 2
     assert "--cron 'every night'" in capsys.readouterr().err
     assert serve_main(["--project-dir", str(tmp_path)]) == 2
-    assert "cannot read the DVC pipeline" in capsys.readouterr().err
+    assert "not a DVC project" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """Multi-block masking: termination, invariants, reachability, determinism, and that every mask
-param changes the masks (hjepa/masks.py)."""
+param changes the masks (hjepa/train/masks.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from conftest import tiny_params
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hjepa.config import MaskParams, parse_params, reads, reset_reads
-from hjepa.errors import UserError
-from hjepa.masks import MaskGenerator, MaskInfo, Masks, mask_stats
+from hjepa.core.config import MaskParams, parse_params, reads, reset_reads
+from hjepa.core.errors import UserError
+from hjepa.train.masks import MaskGenerator, MaskInfo, Masks, mask_stats
 
 
 def gen(seed: int) -> torch.Generator:

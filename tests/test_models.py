@@ -9,11 +9,8 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_params
 
-from hjepa.config import parse_params
-from hjepa.ema import ema_update
-from hjepa.errors import UserError
-from hjepa.loss import masked_smooth_l1
-from hjepa.masks import MaskGenerator, Masks
+from hjepa.core.config import parse_params
+from hjepa.core.errors import UserError
 from hjepa.models.encoder import (
     build_encoder,
     count_parameters,
@@ -22,7 +19,10 @@ from hjepa.models.encoder import (
     save_encoder,
 )
 from hjepa.models.hjepa import HJEPA, coarse_targets
+from hjepa.models.loss import masked_smooth_l1
 from hjepa.models.predictor import pool_grid
+from hjepa.train.ema import ema_update
+from hjepa.train.masks import MaskGenerator, Masks
 
 LS_ON = {"model.layerscale.use_layerscale": True}
 

@@ -13,12 +13,10 @@ import torch
 import yaml
 from conftest import ROOT, tiny_params
 
-from hjepa.config import ConfigError, leaf_keys, parse_params
-from hjepa.errors import UserError
-from hjepa.evaluation import ProbeOutcome, confusion_csv, probe_metrics, run_probe, write_outputs
-from hjepa.features import encoder_features, feature_depths, pixel_features, pool_tokens
-from hjepa.models.encoder import build_encoder, save_encoder
-from hjepa.probe import (
+from hjepa.core.config import ConfigError, leaf_keys, parse_params
+from hjepa.core.errors import UserError
+from hjepa.eval.features import encoder_features, feature_depths, pixel_features, pool_tokens
+from hjepa.eval.probes import (
     EvalResult,
     FeatureSplits,
     ProbeSettings,
@@ -29,6 +27,8 @@ from hjepa.probe import (
     select_c,
     standardise,
 )
+from hjepa.eval.stage import ProbeOutcome, confusion_csv, probe_metrics, run_probe, write_outputs
+from hjepa.models.encoder import build_encoder, save_encoder
 
 SETTINGS = ProbeSettings(
     c_values=(0.01, 1.0, 100.0), max_iter=300, knn_k=5, knn_temperature=0.07, seed=0
@@ -205,7 +205,7 @@ def test_encoder_features_shapes_and_pooling():
     hier = encoder_features(enc, images, [1, 3], batch_size=3)
     assert last.shape == (5, 16) and hier.shape == (5, 32)
     with torch.inference_mode():
-        from hjepa.data.transforms import to_model_input
+        from hjepa.core.transforms import to_model_input
 
         ref = enc(to_model_input(images), return_blocks=[1]).blocks[1].mean(dim=1).numpy()
     np.testing.assert_allclose(hier[:, :16], ref, atol=1e-5)  # batching does not change results
@@ -278,7 +278,7 @@ def _fake_data(n_per_class: int = 30):
 
 
 def _write_prepared(root: Path) -> None:
-    from hjepa.data.prepared import write_prepared
+    from hjepa.core.prepared import write_prepared
 
     data = _fake_data()
     manifest = pd.DataFrame({"split": [s for s in data for _ in data[s][1]]})

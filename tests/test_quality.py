@@ -15,12 +15,17 @@ import pytest
 import torch
 from conftest import ROOT, stage_dir, tiny_params
 
-from hjepa.config import parse_params
-from hjepa.diagnostics import effective_rank, encoder_diagnostics, loo_knn_accuracy, position_share
-from hjepa.masks import MaskGenerator
+from hjepa.core.config import parse_params
 from hjepa.models.hjepa import HJEPA
-from hjepa.regularizers import pooled_embedding, vicreg
-from hjepa.train import Pretrainer, PretrainPaths
+from hjepa.models.regularizers import pooled_embedding, vicreg
+from hjepa.train.diagnostics import (
+    effective_rank,
+    encoder_diagnostics,
+    loo_knn_accuracy,
+    position_share,
+)
+from hjepa.train.masks import MaskGenerator
+from hjepa.train.trainer import Pretrainer, PretrainPaths
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_pretrain  # noqa: E402
@@ -298,8 +303,8 @@ def test_invariance_gradient_reaches_head_and_context_encoder_not_target():
 
 
 def test_two_views_add_a_second_draw_without_changing_the_first():
-    from hjepa.augment import Augmenter
-    from hjepa.batches import PretrainBatches
+    from hjepa.train.augment import Augmenter
+    from hjepa.train.batches import PretrainBatches
 
     params = parse_params(tiny_params())
     images = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 1), dtype=np.uint8)

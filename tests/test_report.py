@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, tiny_params
 
-from hjepa.config import parse_params, reads, reset_reads, to_dict
-from hjepa.errors import UserError
+from hjepa.core.config import parse_params, reads, reset_reads, to_dict
+from hjepa.core.errors import UserError
 from hjepa.report import build_report
 from hjepa.report.build import FIGURE_NAMES, encoder_param_count
 

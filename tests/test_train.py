@@ -15,9 +15,9 @@ import pytest
 import torch
 from conftest import run_stage_subprocess, stage_dir, stage_env, tiny_params
 
-from hjepa.checkpoint import list_checkpoints
-from hjepa.config import parse_params
-from hjepa.train import Pretrainer, PretrainPaths
+from hjepa.core.config import parse_params
+from hjepa.train.checkpoint import list_checkpoints
+from hjepa.train.trainer import Pretrainer, PretrainPaths
 
 
 def paths_in(d: Path) -> PretrainPaths:
@@ -146,7 +146,7 @@ def test_checkpoint_under_other_params_is_not_resumed(tmp_path, prepared_digits)
 
 
 def test_ema_target_is_the_momentum_weighted_average(tmp_path, prepared_digits, monkeypatch):
-    import hjepa.train as train
+    import hjepa.train.trainer as train
 
     d = stage_dir(tmp_path, prepared_digits)
     params = parse_params(

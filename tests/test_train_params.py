@@ -11,11 +11,11 @@ import pytest
 import torch
 from conftest import tiny_params
 
-from hjepa.augment import Augmenter
-from hjepa.checkpoint import list_checkpoints, save_checkpoint
-from hjepa.config import parse_params
-from hjepa.errors import UserError
-from hjepa.train import Pretrainer, PretrainPaths
+from hjepa.core.config import parse_params
+from hjepa.core.errors import UserError
+from hjepa.train.augment import Augmenter
+from hjepa.train.checkpoint import list_checkpoints, save_checkpoint
+from hjepa.train.trainer import Pretrainer, PretrainPaths
 
 
 def trainer(**overrides) -> Pretrainer:

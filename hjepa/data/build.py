@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from hjepa.config import Params
+from hjepa.core.config import Params
+from hjepa.core.io import write_json
+from hjepa.core.prepared import write_prepared
 from hjepa.data.cifar import load_cifar10
 from hjepa.data.images import image_hash
 from hjepa.data.manifest import build_manifest, check_arrays, validate_manifest
-from hjepa.data.prepared import write_prepared
 from hjepa.data.sources import RawImages, load_digits, load_image_folder
 from hjepa.data.split import SPLITS, duplicate_groups, stratified_split
-from hjepa.io import write_json
 
 
 def load_source(source: str, path: str | None, size: int, channels: int) -> RawImages:

@@ -23,10 +23,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from hjepa.core.errors import UserError
 from hjepa.data.images import to_stored
 from hjepa.data.safe_pickle import SafeUnpickler
 from hjepa.data.sources import RawImages
-from hjepa.errors import UserError
 
 FOLDER = "cifar-10-batches-py"
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]

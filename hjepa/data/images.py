@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from hjepa.errors import UserError
+from hjepa.core.errors import UserError
 
 # What PIL is allowed to decode from an image folder (anything else is "not an image").
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")

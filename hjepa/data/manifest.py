@@ -19,8 +19,8 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from hjepa.data.split import SPLITS
-from hjepa.errors import UserError
+from hjepa.core.errors import UserError
+from hjepa.core.prepared import SPLITS
 
 COLUMNS = ["index", "split", "label", "class_name", "source", "sha256"]
 _MAX_EXAMPLES = 5

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from hjepa.core.errors import UserError
 from hjepa.data.images import IMAGE_SUFFIXES, open_image, to_stored
-from hjepa.errors import UserError
 
 
 @dataclass(frozen=True)

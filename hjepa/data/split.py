@@ -14,24 +14,21 @@ distinct images per class.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
-from hjepa.errors import UserError
+from hjepa.core.errors import UserError
+from hjepa.core.prepared import SPLITS
+from hjepa.core.rounding import round_half_up
 
-SPLITS = ("train", "val", "test")
+__all__ = ["SPLITS", "duplicate_groups", "stratified_split"]
 
 
 def duplicate_groups(hashes: Sequence[str]) -> np.ndarray:
     """Group id per image: images with equal hashes share an id (ids in first-seen order)."""
     ids: dict[str, int] = {}
     return np.array([ids.setdefault(h, len(ids)) for h in hashes], dtype=np.int64)
-
-
-def _round_half_up(x: float) -> int:
-    return math.floor(x + 0.5)
 
 
 def stratified_split(
@@ -80,7 +77,7 @@ def stratified_split(
         assignment: dict[int, str] = {}
         pos = 0
         for k, split in enumerate(("val", "test")):
-            target = max(1, _round_half_up(n_images * fractions[split]))
+            target = max(1, round_half_up(n_images * fractions[split]))
             taken = 0
             later_splits = 2 - k  # groups that must remain for the splits after this one
             while taken < target and len(order) - pos > later_splits:

@@ -23,9 +23,9 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from hjepa.config import Params
-from hjepa.errors import UserError
-from hjepa.io import atomic_path
+from hjepa.core.config import Params
+from hjepa.core.errors import UserError
+from hjepa.core.io import atomic_path
 
 __all__ = [
     "ENCODER_FORMAT",

@@ -13,7 +13,8 @@ One forward step (``HJEPA.forward``):
    Blocks of one batch may touch different numbers of cells, so each level's cells are packed
    ascending and padded to the batch maximum with a flag (``coarse_targets``); padding is
    excluded from attention keys and from the loss.
-4. The predictor predicts all levels in one pass; loss = Σ weight_l · smoothL1_l (hjepa.loss).
+4. The predictor predicts all levels in one pass; loss = Σ weight_l · smoothL1_l
+   (hjepa.models.loss).
 5. Optional (``model.invariance_weight`` > 0): a second, independently augmented view of each
    image goes through the target encoder in the same no-grad pass; an MLP head maps the pooled
    context embedding to that view's layer-normed pooled target embedding (smooth L1). Token
@@ -22,7 +23,7 @@ One forward step (``HJEPA.forward``):
    plus a predictor head, with the VICReg term on the same pooled embedding against collapse).
 
 The target encoder is kept in eval mode (no stochastic depth in the teacher) and never receives
-gradients; ``hjepa.ema.ema_update`` moves it.
+gradients; ``hjepa.train.ema.ema_update`` moves it.
 """
 
 from __future__ import annotations
@@ -35,14 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hjepa.config import Params
-from hjepa.loss import hierarchical_loss, masked_smooth_l1
+from hjepa.core.config import Params
 from hjepa.models.encoder import Encoder, build_encoder, encoder_arch, gather_tokens
+from hjepa.models.loss import hierarchical_loss, masked_smooth_l1
 from hjepa.models.predictor import Predictor, pool_grid
-from hjepa.regularizers import pooled_embedding, vicreg
+from hjepa.models.regularizers import pooled_embedding, vicreg
 
 if TYPE_CHECKING:
-    from hjepa.masks import Masks
+    from hjepa.train.masks import Masks
 
 __all__ = ["HJEPA", "JEPAOutput", "coarse_targets", "feature_std"]
 

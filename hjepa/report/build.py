@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hjepa.io import write_text
+from hjepa.core.io import write_text
 from hjepa.report import figures
 from hjepa.report.inputs import ReportInputs, flatten, load_inputs
 from hjepa.report.markdown import fmt, image, pct, table
@@ -234,7 +234,7 @@ def build_report(
 ) -> dict[str, Path | None]:
     """Draw the figures into ``figure_dir`` and write ``out_file``; returns the figure paths.
 
-    ``params`` is the resolved params dict (``hjepa.config.to_dict``); by default
+    ``params`` is the resolved params dict (``hjepa.core.config.to_dict``); by default
     ``root/params.yaml`` is validated and resolved.
     """
     inp = load_inputs(root, params)

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from hjepa.io import atomic_path  # noqa: E402
+from hjepa.core.io import atomic_path  # noqa: E402
 
 __all__ = [
     "confusion_matrix",

@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from hjepa.config import parse_params, read_raw_params, to_dict
-from hjepa.errors import UserError
+from hjepa.core.config import parse_params, read_raw_params, to_dict
+from hjepa.core.errors import UserError
 
 __all__ = ["ReportInputs", "flatten", "load_inputs", "load_params_dict"]
 

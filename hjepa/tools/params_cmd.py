@@ -6,7 +6,7 @@ import argparse
 
 import yaml
 
-from hjepa.config import load_params, to_dict
+from hjepa.core.config import load_params, to_dict
 
 
 def _check(args: argparse.Namespace) -> int:

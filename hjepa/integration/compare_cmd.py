@@ -10,14 +10,14 @@ import argparse
 import json
 from pathlib import Path
 
-from hjepa.errors import UserError
-from hjepa.report.compare import (
+from hjepa.core.errors import UserError
+from hjepa.integration.compare import (
     experiments_from_exp_show,
     experiments_from_paths,
     git_log_reader,
-    run_dvc_exp_show,
     write_comparison,
 )
+from hjepa.integration.dvc_repo import exp_show
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
             except (OSError, json.JSONDecodeError) as exc:
                 raise UserError(f"{args.exp_json}: cannot read exp-show JSON ({exc})") from None
         else:
-            doc = run_dvc_exp_show(project)
+            doc = exp_show(project)
         exps = experiments_from_exp_show(
             doc, git_log_reader(project), include_workspace=args.include_workspace
         )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hjepa.audit import AuditRow, audit_params, format_table
-from hjepa.config import load_params
+from hjepa.core.config import load_params
+from hjepa.tools.audit import AuditRow, audit_params, format_table
 
 
 def report(rows: list[AuditRow]) -> int:

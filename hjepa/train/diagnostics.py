@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hjepa.core.knn import knn_vote, l2_normalise
+
 __all__ = ["effective_rank", "encoder_diagnostics", "loo_knn_accuracy", "position_share"]
 
 MONITOR_K = 20  # neighbours of the online k-NN monitor (the probe's default k)
@@ -57,17 +59,11 @@ def loo_knn_accuracy(
     if n < 2:
         return float("nan")
     x = feats.astype(np.float64)
-    x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-8)
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = l2_normalise((x - x.mean(0)) / np.maximum(x.std(0), 1e-8), np.float64)
     sims = x @ x.T
-    np.fill_diagonal(sims, -np.inf)
-    k = min(k, n - 1)
-    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    weights = np.exp((np.take_along_axis(sims, top, axis=1) - 1.0) / temperature)
-    classes = int(labels.max()) + 1
-    votes = np.zeros((n, classes))
-    np.add.at(votes, (np.arange(n)[:, None], labels[top]), weights)
-    return float(np.mean(votes.argmax(1) == labels))
+    np.fill_diagonal(sims, -np.inf)  # leave one out: an image never votes for itself
+    preds = knn_vote(sims, labels, min(k, n - 1), temperature, int(labels.max()) + 1)
+    return float(np.mean(preds == labels))
 
 
 @torch.no_grad()

@@ -7,15 +7,14 @@ or temp runs see only files tracked by git or DVC — a missing file there fails
 from __future__ import annotations
 
 import argparse
-import configparser
 import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from hjepa.config import load_params
-from hjepa.dvcfile import read_stages
-from hjepa.errors import UserError
+from hjepa.core.config import load_params
+from hjepa.core.errors import UserError
+from hjepa.integration.dvc_repo import open_repo, pipeline_stages
 
 
 @dataclass
@@ -31,9 +30,8 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
 def _analytics_off(root: Path) -> bool:
     if os.environ.get("DVC_NO_ANALYTICS"):
         return True
-    parser = configparser.ConfigParser()
-    parser.read([root / ".dvc" / "config", root / ".dvc" / "config.local"])
-    return parser.get("core", "analytics", fallback="true").strip().lower() in ("false", "0", "no")
+    with open_repo(root) as repo:
+        return not repo.config["core"].get("analytics", True)
 
 
 def _untracked(root: Path, path: str) -> list[str]:
@@ -80,7 +78,7 @@ def diagnose(root: Path) -> list[Finding]:
     except UserError as exc:
         findings.append(Finding(f"params file invalid: {exc}", "fix the keys named above"))
     try:
-        stages = read_stages(root)
+        stages = pipeline_stages(root)
     except UserError as exc:
         findings.append(Finding(str(exc), "restore dvc.yaml"))
         return findings

@@ -50,8 +50,9 @@ from dataclasses import dataclass
 
 import torch
 
-from hjepa.config import MaskParams
-from hjepa.errors import UserError
+from hjepa.core.config import MaskParams
+from hjepa.core.errors import UserError
+from hjepa.core.rounding import round_half_up
 
 __all__ = ["MAX_CONTEXT_TRIES", "MaskGenerator", "MaskInfo", "Masks", "mask_stats"]
 
@@ -78,10 +79,6 @@ class MaskInfo:
     context_side: int  # side of the square context block before targets are removed
     target_shrunk: bool  # relaxation 0 applied: the target block would have covered the grid
     level: torch.Tensor  # (B,) int64 per image: 0 block context, 1 all non-target, 2 corner
-
-
-def _round_half_up(x: float) -> int:
-    return math.floor(x + 0.5)
 
 
 def _rect(top: torch.Tensor, left: torch.Tensor, h: int, w: int, grid: int) -> torch.Tensor:
@@ -126,15 +123,15 @@ class MaskGenerator:
     def target_shape(self, scale: float, aspect: float) -> tuple[tuple[int, int], bool]:
         """(h, w) of a target block for a drawn scale and aspect, and whether step 1 shrank it."""
         g, area = self.grid_size, scale * self.num_tokens
-        h = min(max(_round_half_up(math.sqrt(area * aspect)), 1), g)
-        w = min(max(_round_half_up(math.sqrt(area / aspect)), 1), g)
+        h = min(max(round_half_up(math.sqrt(area * aspect)), 1), g)
+        w = min(max(round_half_up(math.sqrt(area / aspect)), 1), g)
         if h == g and w == g:
             return (g - 1, w), True
         return (h, w), False
 
     def context_side(self, scale: float) -> int:
         """Side of the square context block for a drawn context scale."""
-        return min(max(_round_half_up(math.sqrt(scale * self.num_tokens)), 1), self.grid_size)
+        return min(max(round_half_up(math.sqrt(scale * self.num_tokens)), 1), self.grid_size)
 
     # ---------------------------------------------------------------------------------- sampling
     def sample(self, batch_size: int, generator: torch.Generator) -> Masks:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from hjepa.data.transforms import to_model_input
-from hjepa.errors import UserError
+from hjepa.core.errors import UserError
+from hjepa.core.transforms import to_model_input
 
 __all__ = [
     "FEATURE_MODES",

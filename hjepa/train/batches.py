@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from hjepa.augment import Augmenter
-from hjepa.data.transforms import to_model_input
-from hjepa.masks import MaskGenerator, Masks
+from hjepa.core.transforms import to_model_input
+from hjepa.train.augment import Augmenter
+from hjepa.train.masks import MaskGenerator, Masks
 
 
 def batch_seed(seed: int, epoch: int, index: int, stream: int = 0) -> int:

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from hjepa.errors import UserError
+from hjepa.core.errors import UserError
 
 __all__ = [
     "ConfigError",
@@ -162,7 +162,7 @@ class ModelParams(Section):
     drop_path: float = Field(0.0, ge=0, lt=1)
     pos_embed: Literal["sincos", "learned"] = "sincos"
     # Issue 9: weight of the VICReg variance-covariance term on the context encoder's pooled
-    # embeddings (hjepa.regularizers); 0 = plain H-JEPA loss.
+    # embeddings (hjepa.models.regularizers); 0 = plain H-JEPA loss.
     vicreg_weight: float = Field(0.1, ge=0, le=100)
     # Issue 9: weight of the two-view invariance loss (hjepa.models.hjepa.HJEPA.invariance): the
     # pooled context embedding of one augmented view predicts, through a small MLP head, the EMA
@@ -241,7 +241,7 @@ class TrainParams(Section):
     num_workers: int = Field(0, ge=0, le=64)
     log_every: int = Field(10, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # Online k-NN on the val split every N epochs (0 = off); see hjepa.diagnostics.
+    # Online k-NN on the val split every N epochs (0 = off); see hjepa.train.diagnostics.
     monitor_every: int = Field(0, ge=0)
     augment: AugmentParams = Field(default_factory=AugmentParams)
 
@@ -286,7 +286,7 @@ class ProbeParams(Section):
     )
     max_iter: int = Field(1000, gt=0)
     # Issue 9: how C is chosen. 0 = by accuracy on the val split, final fit on train; k >= 2 =
-    # by k-fold cross-validation on train + val, final fit on train + val (hjepa.probe).
+    # by k-fold cross-validation on train + val, final fit on train + val (hjepa.eval.probes).
     cv_folds: int = Field(5, ge=0, le=20)
     knn_k: int = Field(20, gt=0)
     knn_temperature: float = Field(0.07, gt=0)

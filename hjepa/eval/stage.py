@@ -1,6 +1,6 @@
 """The probe stage's work: evaluate the pretrained encoder against its baselines and write results.
 
-Three feature sources go through the same ``hjepa.probe.evaluate``: the frozen EMA target
+Three feature sources go through the same ``hjepa.eval.probes.evaluate``: the frozen EMA target
 encoder, the same architecture at random init (seeded by ``seed``), and raw pixels. The pretrained
 encoder is only interesting relative to the other two, so all three land in one JSON.
 """
@@ -19,14 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from hjepa.errors import UserError
-from hjepa.features import check_pool_grid, encoder_features, feature_depths, pixel_features
-from hjepa.io import write_json, write_text
-from hjepa.probe import EvalResult, FeatureSplits, ProbeSettings, evaluate, per_class_accuracy
+from hjepa.core.errors import UserError
+from hjepa.core.io import write_json, write_text
+from hjepa.core.prepared import SPLITS
+from hjepa.eval.features import check_pool_grid, encoder_features, feature_depths, pixel_features
+from hjepa.eval.probes import EvalResult, FeatureSplits, ProbeSettings, evaluate, per_class_accuracy
 
 __all__ = ["ProbeOutcome", "confusion_csv", "probe_metrics", "run_probe", "write_outputs"]
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ def run_probe(
     class_names: Callable[[Path], list[str]] | None = None,
 ) -> ProbeOutcome:
     """Evaluate ``encoder_path`` (and its baselines) on the prepared data in ``data_root``."""
-    from hjepa.data import prepared
+    from hjepa.core import prepared
     from hjepa.models.encoder import build_encoder, load_encoder
 
     load_split = load_split or prepared.load_split

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from hjepa.config import AugmentParams
+from hjepa.core.config import AugmentParams
 
 _LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 

@@ -13,20 +13,18 @@ previous output is untouched.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from hjepa.data.split import SPLITS
-from hjepa.errors import UserError
+from hjepa.core.errors import UserError
+from hjepa.core.io import atomic_dir
 
 PREPARED_DIR = Path("data/prepared")
 CLASSES_FILE = "classes.json"
 MANIFEST_FILE = "manifest.csv"
+SPLITS = ("train", "val", "test")  # the order of the manifest, the metrics and the report
 
 
 def images_file(split: str) -> str:
@@ -43,20 +41,6 @@ def expected_files() -> list[str]:
     return [*per_split, CLASSES_FILE, MANIFEST_FILE]
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file's or a folder's entry to disk (folders: best effort, not all OSes allow it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_prepared(
     root: str | Path,
     arrays: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -65,43 +49,13 @@ def write_prepared(
 ) -> None:
     """Write the whole folder atomically (see module docstring). ``arrays[split] = (images,
     labels)``; the caller has validated everything already."""
-    root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
-    old: Path | None = None
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; give it normal permissions
+    with atomic_dir(root) as tmp:
         for split in SPLITS:
             images, labels = arrays[split]
             np.save(tmp / images_file(split), np.ascontiguousarray(images), allow_pickle=False)
             np.save(tmp / labels_file(split), labels.astype(np.int64), allow_pickle=False)
         (tmp / CLASSES_FILE).write_text(json.dumps(list(class_names), indent=2) + "\n")
         manifest.to_csv(tmp / MANIFEST_FILE, index=False, lineterminator="\n")
-        for name in expected_files():
-            _fsync(tmp / name)
-        _fsync(tmp)
-        if root.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
-            os.replace(root, old / root.name)
-        try:
-            os.replace(tmp, root)
-        except BaseException:
-            if old is not None:
-                os.replace(old / root.name, root)  # put the previous output back
-            raise
-        _fsync(root.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _require(root: Path, names: list[str]) -> None:

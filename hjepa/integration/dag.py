@@ -12,8 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from hjepa.dvcfile import read_stages
-from hjepa.errors import UserError
+from hjepa.core.errors import UserError
+from hjepa.integration.dvc_repo import pipeline_stages
 
 
 def _covered(key: str, declared: set[str]) -> bool:
@@ -31,7 +31,7 @@ def compare(declared: set[str], read: set[str]) -> tuple[list[str], list[str]]:
 
 def check(root: Path) -> list[str]:
     problems: list[str] = []
-    for stage in read_stages(root):
+    for stage in pipeline_stages(root):
         record = root / "params_read" / f"{stage.name}.json"
         if not record.is_file():
             problems.append(
@@ -61,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(
             "dvc.yaml params do not match what the stages read:\n  - " + "\n  - ".join(problems)
         )
-    names = ", ".join(s.name for s in read_stages(root))
+    names = ", ".join(s.name for s in pipeline_stages(root))
     print(f"dag check OK: every stage's params match what it read ({names})")
     return 0
 

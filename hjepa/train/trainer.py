@@ -1,11 +1,11 @@
 """The H-JEPA pretraining loop: AdamW with schedules, EMA target, checkpoints, exact resume, logs.
 
 Design choices that matter to users:
-- Every step's randomness comes from per-batch generators (hjepa.batches) plus torch's global RNG
-  (stochastic depth), whose state is checkpointed: a run killed and resumed ends bitwise equal
-  (on CPU) to an uninterrupted one.
-- Schedules are functions of the global step (hjepa.schedules, hjepa.ema.momentum_at), so resume
-  continues them instead of restarting them.
+- Every step's randomness comes from per-batch generators (hjepa.train.batches) plus torch's
+  global RNG (stochastic depth), whose state is checkpointed: a run killed and resumed ends
+  bitwise equal (on CPU) to an uninterrupted one.
+- Schedules are functions of the global step (hjepa.train.schedules,
+  hjepa.train.ema.momentum_at), so resume continues them instead of restarting them.
 - Host-device syncs (``.item()``) happen only at logging intervals and epoch ends.
 """
 
@@ -28,25 +28,25 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from hjepa.augment import Augmenter
-from hjepa.batches import PretrainBatches, make_loader
-from hjepa.checkpoint import (
+from hjepa.core.config import Params
+from hjepa.core.io import write_json, write_text
+from hjepa.core.prepared import load_split
+from hjepa.core.transforms import to_model_input
+from hjepa.models.encoder import save_encoder
+from hjepa.models.hjepa import HJEPA
+from hjepa.train.augment import Augmenter
+from hjepa.train.batches import PretrainBatches, make_loader
+from hjepa.train.checkpoint import (
     find_resume_point,
     params_hash,
     remove_stale_temp_files,
     save_checkpoint,
 )
-from hjepa.config import Params
-from hjepa.data.prepared import load_split
-from hjepa.data.transforms import to_model_input
-from hjepa.diagnostics import encoder_diagnostics
-from hjepa.distributed import DistInfo, barrier, init_distributed, shutdown
-from hjepa.ema import ema_update, momentum_at
-from hjepa.io import write_json, write_text
-from hjepa.masks import MaskGenerator
-from hjepa.models.encoder import save_encoder
-from hjepa.models.hjepa import HJEPA
-from hjepa.schedules import cosine_at, lr_at
+from hjepa.train.diagnostics import encoder_diagnostics
+from hjepa.train.distributed import DistInfo, barrier, init_distributed, shutdown
+from hjepa.train.ema import ema_update, momentum_at
+from hjepa.train.masks import MaskGenerator
+from hjepa.train.schedules import cosine_at, lr_at
 
 COLLAPSE_STD = 1e-3  # target-feature std below this = representation collapse
 DIAG_IMAGES = 256  # train images (fixed) behind the per-epoch rank / position-share diagnostics
@@ -73,7 +73,7 @@ class PretrainPaths:
 
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        from hjepa.errors import UserError
+        from hjepa.core.errors import UserError
 
         raise UserError("train.device is 'cuda' but no CUDA device is available; use auto or cpu")
     if name == "auto":
@@ -445,7 +445,7 @@ class Pretrainer:
         row.update(gamma_stats(self.model))
         self.rows.append(row)
         if not math.isfinite(loss):
-            from hjepa.errors import UserError
+            from hjepa.core.errors import UserError
 
             raise UserError(
                 f"loss became {loss} in epoch {epoch + 1}; lower train.lr ({self.lr}) or raise "

@@ -5,13 +5,13 @@ no-op"). The audit takes the keys from the params *schema* (every leaf under ``m
 ``mask.``, ``ema.``, plus ``data.image_size`` and ``data.channels``, which the model reads), so a
 key added to the schema is audited automatically and fails until something uses it.
 
-For each key it builds a variant of the params through ``hjepa.config`` (so the variant is
+For each key it builds a variant of the params through ``hjepa.core.config`` (so the variant is
 valid), changing only that key to another valid value, and compares the variant with the base on
 evidence that is cheap first and decisive last:
 
 1. architecture: parameter count and shapes of the H-JEPA model;
-2. masks: statistics of masks drawn from a fixed seed (``hjepa.masks.mask_stats`` plus how often
-   the generator had to relax its constraints);
+2. masks: statistics of masks drawn from a fixed seed (``hjepa.train.masks.mask_stats`` plus how
+   often the generator had to relax its constraints);
 3. training: the loss of one forward pass on a fixed random batch and seed, then the target
    encoder's weights after one AdamW step + ``ema_update`` (momentum from ``ema.*`` at the middle
    of a two-step schedule, so both ends of the schedule matter).
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ValidationError
 
-from hjepa.config import (
+from hjepa.core.config import (
     ConfigError,
     Params,
     apply_overrides,
@@ -44,9 +44,9 @@ from hjepa.config import (
     parse_params,
     to_dict,
 )
-from hjepa.ema import ema_update, momentum_at
-from hjepa.masks import MaskGenerator, mask_stats
 from hjepa.models.hjepa import HJEPA
+from hjepa.train.ema import ema_update, momentum_at
+from hjepa.train.masks import MaskGenerator, mask_stats
 
 __all__ = ["COMPANIONS", "PREFERRED", "AuditRow", "audit_params", "audited_keys", "format_table"]
 

@@ -19,8 +19,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
-from hjepa.config import Params
-from hjepa.errors import UserError
+from hjepa.core.config import Params
+from hjepa.core.errors import UserError
+from hjepa.core.knn import knn_vote, l2_normalise
 
 __all__ = [
     "CSelection",
@@ -217,25 +218,13 @@ def knn_predict(
 
     ``k`` larger than the bank is clamped to the bank size.
     """
-    bank = _l2_normalise(bank_x)
-    query = _l2_normalise(query_x)
-    k = min(k, len(bank))
+    bank = l2_normalise(bank_x)
+    query = l2_normalise(query_x)
     preds = np.empty(len(query), dtype=np.int64)
     for start in range(0, len(query), _KNN_CHUNK):
         sims = query[start : start + _KNN_CHUNK] @ bank.T
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        top_sims = np.take_along_axis(sims, top, axis=1)
-        weights = np.exp((top_sims - 1.0) / temperature)  # shifted by max sim 1: no overflow
-        votes = np.zeros((len(sims), num_classes), dtype=np.float64)
-        np.add.at(votes, (np.arange(len(sims))[:, None], bank_y[top]), weights)
-        preds[start : start + len(sims)] = votes.argmax(axis=1)
+        preds[start : start + len(sims)] = knn_vote(sims, bank_y, k, temperature, num_classes)
     return preds
-
-
-def _l2_normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
 
 
 def evaluate(splits: FeatureSplits, settings: ProbeSettings, num_classes: int) -> EvalResult:

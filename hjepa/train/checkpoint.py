@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from hjepa.io import atomic_path, write_text
+from hjepa.core.io import atomic_path, write_text
 
 FORMAT = "hjepa-checkpoint/1"
 _NAME = re.compile(r"^ckpt_epoch(\d{4,})\.pt$")

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from hjepa.errors import UserError
-from hjepa.io import write_text
+from hjepa.core.errors import UserError
+from hjepa.core.io import write_text
 from hjepa.report import figures
 from hjepa.report.inputs import flatten
 from hjepa.report.markdown import fmt, image, table
@@ -33,7 +32,6 @@ __all__ = [
     "experiments_from_exp_show",
     "experiments_from_paths",
     "git_log_reader",
-    "run_dvc_exp_show",
     "write_comparison",
 ]
 
@@ -171,22 +169,6 @@ def git_log_reader(project: Path) -> Callable[[str], pd.DataFrame | None]:
         return frame if {"step", "loss"} <= set(frame.columns) else None
 
     return read
-
-
-def run_dvc_exp_show(project: Path) -> Any:
-    """Run ``dvc exp show --json`` in ``project`` and parse its output."""
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", DO_NOT_TRACK="1")
-    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json"]
-    proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise UserError(
-            f"`dvc exp show --json` failed in {project} (exit {proc.returncode}): "
-            f"{proc.stderr.strip() or proc.stdout.strip()}"
-        )
-    try:
-        return json.loads(proc.stdout or "[]")
-    except json.JSONDecodeError as exc:
-        raise UserError(f"`dvc exp show --json` printed invalid JSON: {exc}") from None
 
 
 def _load_json(path: Path) -> dict[str, Any]:

@@ -1,0 +1,3 @@
+"""The ``probe`` stage: features of a frozen encoder (``features``), the linear probe and
+weighted k-NN (``probes``), and the stage's work over the three feature sets (``stage``).
+"""
