@@ -42,6 +42,7 @@ TINY_OVERRIDES: dict[str, Any] = {
     "train.checkpoint_every": 1,
     "train.log_every": 2,
     "train.num_workers": 0,
+    "train.device": "cpu",  # bitwise resume and DDP tests are CPU promises, also on a CUDA host
     "probe.c_values": [1.0],
     "probe.max_iter": 200,
     "probe.knn_k": 5,

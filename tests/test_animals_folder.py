@@ -6,15 +6,11 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-import sys
 import zipfile
 from pathlib import Path
 
-import numpy as np
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
 import animals_folder  # noqa: E402
+import numpy as np
 
 
 def _wheel(path: Path, images: object, labels: object) -> Path:

@@ -25,11 +25,6 @@ import psutil
 import pytest
 import yaml
 from conftest import ROOT, project_env, run
-
-if str(ROOT) not in sys.path:  # flows/ is a top-level folder, not an installed package
-    sys.path.insert(0, str(ROOT))
-
-from hjepa.integration.dvc_repo import pipeline_stages
 from prefect import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -49,6 +44,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 from flows.experiments import MARKDOWN_KEY, TABLE_KEY, hjepa_experiments
 from flows.pipeline import hjepa_pipeline
 from flows.serve import EXPERIMENTS_DEPLOYMENT, PIPELINE_DEPLOYMENT, build_deployments
+from hjepa.integration.dvc_repo import pipeline_stages
 
 pytestmark = pytest.mark.e2e
 

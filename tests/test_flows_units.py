@@ -9,10 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, run, tiny_params
-
-if str(ROOT) not in sys.path:  # flows/ is a top-level folder, not an installed package
-    sys.path.insert(0, str(ROOT))
+from conftest import run, tiny_params
 
 from flows.dvc_run import DvcCommandError, check_dvc, repro_status, visible_line
 from flows.exp_table import comparison_markdown, experiment_rows

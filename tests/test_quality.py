@@ -7,13 +7,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 
+import bench_pretrain  # noqa: E402
+import bench_quality  # noqa: E402
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, stage_dir, tiny_params
+from conftest import stage_dir, tiny_params
 
 from hjepa.core.config import parse_params
 from hjepa.models.hjepa import HJEPA
@@ -26,10 +27,6 @@ from hjepa.train.diagnostics import (
 )
 from hjepa.train.masks import MaskGenerator
 from hjepa.train.trainer import Pretrainer, PretrainPaths
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import bench_pretrain  # noqa: E402
-import bench_quality  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- regulariser

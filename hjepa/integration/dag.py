@@ -1,9 +1,13 @@
-"""``hjepa dag check``: each stage's declared ``params:`` must equal the params it really read.
+"""``hjepa dag check``: what DVC tracks for each stage must be what the stage really uses.
 
-A key read but not declared is a stale-cache bug (DVC would not rerun the stage when it
-changes); a key declared but never read causes spurious reruns. The record of what a stage read
-is ``params_read/<stage>.json``, written by every stage run (pipeline/_stage.py), so run
-``dvc repro`` first.
+- Params: a stage's declared ``params:`` must equal the params it really read. A key read but
+  not declared is a stale-cache bug (DVC would not rerun the stage when it changes); a key
+  declared but never read causes spurious reruns. The record of what a stage read is
+  ``params_read/<stage>.json``, written by every stage run (pipeline/_stage.py), so run
+  ``dvc repro`` first.
+- Code: every project file a stage's entry point imports (``hjepa.integration.code_deps``) must
+  be covered by the stage's ``deps`` (a file or a folder), or an edit to it would not rerun the
+  stage. This half needs no run; ``--code-only`` checks just it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import json
 from pathlib import Path
 
 from hjepa.core.errors import UserError
-from hjepa.integration.dvc_repo import pipeline_stages
+from hjepa.integration.code_deps import entry_module, imported_files, loaded_files, uncovered
+from hjepa.integration.dvc_repo import Stage, pipeline_stages
 
 
 def _covered(key: str, declared: set[str]) -> bool:
@@ -29,9 +34,30 @@ def compare(declared: set[str], read: set[str]) -> tuple[list[str], list[str]]:
     return undeclared, unread
 
 
-def check(root: Path) -> list[str]:
+def check_code(root: Path, stages: list[Stage]) -> list[str]:
+    """One problem per project file a stage imports that its deps do not cover."""
+    root = root.resolve()
     problems: list[str] = []
-    for stage in pipeline_stages(root):
+    for stage in stages:
+        module = entry_module(stage.cmd)
+        if module is None:
+            continue  # not a `python -m` stage: nothing of ours to follow
+        try:
+            files = imported_files(root, loaded_files(root, module))
+        except RuntimeError as exc:
+            problems.append(f"stage '{stage.name}': {exc}")
+            continue
+        for path in uncovered(files, stage.deps):
+            problems.append(
+                f"stage '{stage.name}' imports {path} but dvc.yaml does not list it (or a "
+                "folder above it) under deps: an edit to it would not rerun the stage; add it"
+            )
+    return problems
+
+
+def check(root: Path, stages: list[Stage] | None = None) -> list[str]:
+    problems: list[str] = []
+    for stage in stages if stages is not None else pipeline_stages(root):
         record = root / "params_read" / f"{stage.name}.json"
         if not record.is_file():
             problems.append(
@@ -56,19 +82,30 @@ def check(root: Path) -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     root = Path(args.root)
-    problems = check(root)
+    stages = pipeline_stages(root)
+    problems = check_code(root, stages)
+    if not args.code_only:
+        problems += check(root, stages)
     if problems:
         raise UserError(
-            "dvc.yaml params do not match what the stages read:\n  - " + "\n  - ".join(problems)
+            "dvc.yaml does not match what the stages use:\n  - " + "\n  - ".join(problems)
         )
-    names = ", ".join(s.name for s in pipeline_stages(root))
-    print(f"dag check OK: every stage's params match what it read ({names})")
+    names = ", ".join(s.name for s in stages)
+    what = "imports are" if args.code_only else "params and imports are"
+    print(f"dag check OK: every stage's {what} covered by dvc.yaml ({names})")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("dag", help="check dvc.yaml against what the stages really read")
     inner = parser.add_subparsers(dest="dag_command", required=True)
-    chk = inner.add_parser("check", help="compare each stage's params: with params_read/*.json")
+    chk = inner.add_parser(
+        "check", help="compare each stage's params: and deps: with what it read and imports"
+    )
     chk.add_argument("--root", default=".", help="project root (default: .)")
+    chk.add_argument(
+        "--code-only",
+        action="store_true",
+        help="check only that each stage's deps cover its imports (needs no `dvc repro`)",
+    )
     chk.set_defaults(func=_run)

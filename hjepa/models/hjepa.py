@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -42,10 +41,18 @@ from hjepa.models.loss import hierarchical_loss, masked_smooth_l1
 from hjepa.models.predictor import Predictor, pool_grid
 from hjepa.models.regularizers import pooled_embedding, vicreg
 
-if TYPE_CHECKING:
-    from hjepa.train.masks import Masks
+__all__ = ["HJEPA", "JEPAOutput", "Masks", "coarse_targets", "feature_std"]
 
-__all__ = ["HJEPA", "JEPAOutput", "coarse_targets", "feature_std"]
+
+@dataclass(frozen=True)
+class Masks:
+    """The model's mask input, drawn by ``hjepa.train.masks.MaskGenerator``: token indices into
+    the row-major grid; every field is a tensor with the batch first."""
+
+    context_idx: torch.Tensor  # (B, Nc) int64, sorted per image (real entries first)
+    context_pad: torch.Tensor  # (B, Nc) bool, True where the entry is padding (all False: trim)
+    target_idx: torch.Tensor  # (B, T, Nt) int64: T = num_targets blocks, each sorted
+    target_pad: torch.Tensor  # (B, T, Nt) bool, True where padding (always False here)
 
 
 @dataclass

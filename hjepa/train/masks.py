@@ -53,22 +53,13 @@ import torch
 from hjepa.core.config import MaskParams
 from hjepa.core.errors import UserError
 from hjepa.core.rounding import round_half_up
+from hjepa.models.hjepa import Masks
 
 __all__ = ["MAX_CONTEXT_TRIES", "MaskGenerator", "MaskInfo", "Masks", "mask_stats"]
 
 # Context positions tried per image before falling back to "all non-target cells". Each try is a
 # few tensor ops over the whole batch, so this bounds the work, not just the loop.
 MAX_CONTEXT_TRIES = 20
-
-
-@dataclass(frozen=True)
-class Masks:
-    """Token indices into the row-major grid; every field is a tensor with the batch first."""
-
-    context_idx: torch.Tensor  # (B, Nc) int64, sorted per image (real entries first)
-    context_pad: torch.Tensor  # (B, Nc) bool, True where the entry is padding (all False: trim)
-    target_idx: torch.Tensor  # (B, T, Nt) int64: T = num_targets blocks, each sorted
-    target_pad: torch.Tensor  # (B, T, Nt) bool, True where padding (always False here)
 
 
 @dataclass(frozen=True)
