@@ -116,7 +116,8 @@ def build(config: str, device: str) -> Pretrainer:
 def train_step(trainer: Pretrainer, batch: Any, step: int) -> tuple[Any, torch.Tensor]:
     """One real training step on ``batch``, as the training loop calls it (both views: with
     ``model.invariance_weight > 0`` the model needs the second one)."""
-    return trainer.train_step(batch.images, batch.masks, step, batch.second_view)
+    momentum = trainer.schedules.at(step).momentum
+    return trainer.train_step(batch.images, batch.masks, momentum, batch.second_view)
 
 
 def bench(config: str, steps: int, warmup: int, device: str) -> dict[str, Any]:

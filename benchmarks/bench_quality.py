@@ -9,7 +9,7 @@ printed as JSON lines (``--json-out`` appends them to a file) for later aggregat
 go to stderr (``2>/dev/null`` hides them).
 
     python benchmarks/bench_quality.py                               # params.yaml, seeds 0,1,2
-    python benchmarks/bench_quality.py --set model.sigreg_weight=0 --name no-sigreg
+    python benchmarks/bench_quality.py --set model.vicreg_weight=0 --name no-vicreg
     python benchmarks/bench_quality.py --data-source image_folder --data-path data/raw \\
         --set data.channels=3 --set data.image_size=32 --set model.patch_size=4
     python benchmarks/bench_quality.py --seeds 3 --jobs 3 --threads 1   # seeds in parallel

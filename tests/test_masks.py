@@ -21,7 +21,7 @@ def gen(seed: int) -> torch.Generator:
 
 
 def draw(grid: int, batch: int = 32, seed: int = 0, **kw: object) -> tuple[Masks, MaskInfo]:
-    return MaskGenerator(MaskParams(**kw), grid).sample_with_info(batch, gen(seed))
+    return MaskGenerator.from_params(MaskParams(**kw), grid).sample_with_info(batch, gen(seed))
 
 
 def contexts(masks: Masks) -> list[set[int]]:
@@ -105,7 +105,7 @@ mask_params = st.builds(
 def test_terminates_with_valid_non_overlapping_masks(
     p: MaskParams, grid: int, batch: int, seed: int
 ) -> None:
-    masks, info = MaskGenerator(p, grid).sample_with_info(batch, gen(seed))
+    masks, info = MaskGenerator.from_params(p, grid).sample_with_info(batch, gen(seed))
     check_invariants(masks, info, p, grid, batch)
 
 
@@ -119,7 +119,7 @@ def test_block_sizes_follow_scale_and_aspect(p: MaskParams, grid: int, seed: int
     def clip(x: float) -> int:
         return min(max(expected_side(x), 1), grid)
 
-    _, info = MaskGenerator(p, grid).sample_with_info(4, gen(seed))
+    _, info = MaskGenerator.from_params(p, grid).sample_with_info(4, gen(seed))
     (s_lo, s_hi), (a_lo, a_hi), (c_lo, c_hi) = p.target_scale, p.target_aspect, p.context_scale
     h, w = info.target_shape
     if info.target_shrunk:
@@ -137,7 +137,7 @@ def test_block_sizes_follow_scale_and_aspect(p: MaskParams, grid: int, seed: int
 def test_tiny_grid_with_many_targets_gives_way_in_documented_order() -> None:
     """2×2, 4 one-cell targets, min_keep far above the grid: still a context and targets."""
     p = MaskParams(num_targets=4, target_scale=(0.2, 0.2), min_keep=100)
-    masks, info = MaskGenerator(p, 2).sample_with_info(256, gen(1))
+    masks, info = MaskGenerator.from_params(p, 2).sample_with_info(256, gen(1))
     check_invariants(masks, info, p, 2, 256)
     levels = set(info.level.tolist())
     assert 0 not in levels  # min_keep can never be met on 4 cells
@@ -146,7 +146,7 @@ def test_tiny_grid_with_many_targets_gives_way_in_documented_order() -> None:
 
 def test_full_grid_target_is_shrunk() -> None:
     p = MaskParams(num_targets=3, target_scale=(1.0, 1.0), target_aspect=(1.0, 1.0))
-    masks, info = MaskGenerator(p, 3).sample_with_info(16, gen(0))
+    masks, info = MaskGenerator.from_params(p, 3).sample_with_info(16, gen(0))
     assert info.target_shrunk and info.target_shape == (2, 3)
     assert (info.level == 2).any() or (info.level == 1).any()
     check_invariants(masks, info, p, 3, 16)
@@ -154,7 +154,7 @@ def test_full_grid_target_is_shrunk() -> None:
 
 def test_grid_of_one_token_is_a_user_error() -> None:
     with pytest.raises(UserError, match="2×2"):
-        MaskGenerator(MaskParams(), 1)
+        MaskGenerator.from_params(MaskParams(), 1)
 
 
 @pytest.mark.parametrize(("grid", "scale"), [(3, 0.1), (4, 0.25), (8, 0.25)])
@@ -170,7 +170,7 @@ def test_every_cell_reachable_by_context_and_targets(grid: int, scale: float) ->
         context_scale=(0.5, 0.5),
         min_keep=1,
     )
-    gen_ = MaskGenerator(p, grid)
+    gen_ = MaskGenerator.from_params(p, grid)
     ctx_seen: set[int] = set()
     tgt_seen: set[int] = set()
     corners: set[int] = set()
@@ -189,7 +189,7 @@ def test_every_cell_reachable_by_context_and_targets(grid: int, scale: float) ->
 
 
 def test_pure_function_of_the_generator() -> None:
-    m = MaskGenerator(MaskParams(), 8)
+    m = MaskGenerator.from_params(MaskParams(), 8)
     torch.manual_seed(1)
     a = m.sample(16, gen(7))
     torch.manual_seed(2)  # the global RNG has no say
@@ -293,7 +293,7 @@ def test_mask_stats_values() -> None:
 def test_reads_every_mask_param() -> None:
     params = parse_params(tiny_params())
     reset_reads()
-    MaskGenerator(params.mask, params.grid_size)
+    MaskGenerator.from_params(params.mask, params.grid_size)
     want = {f"mask.{k}" for k in MaskParams.model_fields}
     assert want <= reads()
 
@@ -301,6 +301,6 @@ def test_reads_every_mask_param() -> None:
 def test_default_params_on_small_grids_keep_most_images_unrelaxed() -> None:
     """With the shipped defaults the I-JEPA recipe holds on 8×8 (no fallback needed)."""
     p = parse_params(tiny_params()).mask
-    masks, info = MaskGenerator(p, 8).sample_with_info(128, gen(0))
+    masks, info = MaskGenerator.from_params(p, 8).sample_with_info(128, gen(0))
     check_invariants(masks, info, p, 8, 128)
     assert (info.level == 0).all()

@@ -38,12 +38,14 @@ def images(p, batch: int = 4, seed: int = 0) -> torch.Tensor:
 
 
 def masks_for(p, batch: int = 4, seed: int = 0) -> Masks:
-    return MaskGenerator(p.mask, p.grid_size).sample(batch, torch.Generator().manual_seed(seed))
+    return MaskGenerator.from_params(p.mask, p.grid_size).sample(
+        batch, torch.Generator().manual_seed(seed)
+    )
 
 
 def encoder(p, seed: int = 0):
     torch.manual_seed(seed)
-    return build_encoder(encoder_arch(p))
+    return build_encoder(encoder_arch(p.model, p.data))
 
 
 # ------------------------------------------------------------------------------------ LayerScale
@@ -60,7 +62,7 @@ def test_layerscale_adds_exactly_the_gammas_initialised_to_init_value() -> None:
         assert gamma.shape == (width,)
         assert torch.all(gamma == 0.25)
     # Both encoders of the composite carry them (the teacher is a copy of the student).
-    model = HJEPA(on)
+    model = HJEPA.from_params(on.model, on.data)
     for enc in (model.context_encoder, model.target_encoder):
         assert sum(n.endswith(".gamma") for n, _ in enc.named_parameters()) == 2 * depth
 
@@ -83,7 +85,7 @@ def test_layerscale_and_its_init_value_change_the_output() -> None:
 def test_gammas_learn_in_the_context_encoder_and_ema_moves_the_target_ones() -> None:
     p = params(**LS_ON)
     torch.manual_seed(0)
-    model = HJEPA(p)
+    model = HJEPA.from_params(p.model, p.data)
     out = model(images(p), masks_for(p), images(p).flip(-1))
     out.loss.backward()
     ctx = dict(model.context_encoder.named_parameters())
@@ -121,7 +123,7 @@ def test_drop_path_stays_active_with_layerscale() -> None:
 # ------------------------------------------------------------------------- tokens and padding
 def test_context_encoder_runs_only_on_context_tokens() -> None:
     p = params()
-    model = HJEPA(p)
+    model = HJEPA.from_params(p.model, p.data)
     seen: dict[str, int] = {}
 
     def hook(tag):
@@ -183,7 +185,7 @@ def test_one_level_hierarchy_is_exactly_ijepa() -> None:
         }
     )
     torch.manual_seed(0)
-    model = HJEPA(p)
+    model = HJEPA.from_params(p.model, p.data)
     x, masks = images(p), masks_for(p)
     assert not masks.context_pad.any() and not masks.target_pad.any()
     out = model(x, masks)
@@ -209,9 +211,9 @@ def test_two_levels_give_a_different_loss_with_per_level_terms() -> None:
     x, masks = images(one), masks_for(one)
     view = x.flip(-1)
     torch.manual_seed(0)
-    loss_one = HJEPA(one)(x, masks, view)
+    loss_one = HJEPA.from_params(one.model, one.data)(x, masks, view)
     torch.manual_seed(0)
-    out = HJEPA(two)(x, masks, view)
+    out = HJEPA.from_params(two.model, two.data)(x, masks, view)
     assert len(out.level_losses) == 2
     assert not torch.isclose(out.loss, loss_one.loss)
     weighted = 0.5 * out.level_losses[0] + 1.0 * out.level_losses[1]
@@ -233,9 +235,9 @@ def test_level_weights_scale_their_terms() -> None:
     )
     x, masks = images(a), masks_for(a)
     torch.manual_seed(0)
-    out_a = HJEPA(a)(x, masks, x.flip(-1))
+    out_a = HJEPA.from_params(a.model, a.data)(x, masks, x.flip(-1))
     torch.manual_seed(0)
-    out_b = HJEPA(b)(x, masks, x.flip(-1))
+    out_b = HJEPA.from_params(b.model, b.data)(x, masks, x.flip(-1))
     torch.testing.assert_close(out_a.level_losses[0], out_b.level_losses[0])
     torch.testing.assert_close(out_b.loss - out_a.loss, 2.5 * out_a.level_losses[0])
 
@@ -260,7 +262,7 @@ def test_coarse_targets_are_the_cells_a_block_touches() -> None:
 def test_batched_predictor_with_padding_matches_one_image_at_a_time() -> None:
     p = params()  # context_batching: pad, two levels (one pooled)
     torch.manual_seed(0)
-    model = HJEPA(p).eval()
+    model = HJEPA.from_params(p.model, p.data).eval()
     x, masks = images(p, batch=4, seed=3), masks_for(p, batch=4, seed=3)
     assert masks.context_pad.any(), "this seed should give contexts of different lengths"
     with torch.no_grad():
@@ -336,7 +338,7 @@ def test_encoder_load_errors_name_the_file(tmp_path) -> None:
 def test_one_training_step_on_cpu_is_fast(capsys) -> None:
     p = params(**LS_ON)
     torch.manual_seed(0)
-    model = HJEPA(p)
+    model = HJEPA.from_params(p.model, p.data)
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-3)
     x, masks = images(p, batch=32), masks_for(p, batch=32)
 

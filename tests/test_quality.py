@@ -59,9 +59,11 @@ def _forward(weight: float) -> tuple[HJEPA, torch.Tensor, object, object]:
         tiny_params(**{"model.vicreg_weight": weight, "model.invariance_weight": 0.0})
     )
     torch.manual_seed(0)
-    model = HJEPA(params).train()
+    model = HJEPA.from_params(params.model, params.data).train()
     images = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    masks = MaskGenerator(params.mask, params.grid_size).sample(8, torch.Generator().manual_seed(2))
+    masks = MaskGenerator.from_params(params.mask, params.grid_size).sample(
+        8, torch.Generator().manual_seed(2)
+    )
     torch.manual_seed(3)
     return model, images, masks, model(images, masks)
 
@@ -110,7 +112,7 @@ def test_loo_knn_is_perfect_on_separated_clusters_and_excludes_self():
 def test_encoder_diagnostics_reports_knn_only_with_labels():
     params = parse_params(tiny_params())
     torch.manual_seed(0)
-    enc = HJEPA(params).target_encoder
+    enc = HJEPA.from_params(params.model, params.data).target_encoder
     images = torch.rand(16, 1, 8, 8)
     assert set(encoder_diagnostics(enc, images)) == {"effective_rank", "position_share"}
     out = encoder_diagnostics(enc, images, np.arange(16) % 2)
@@ -239,11 +241,13 @@ def test_probe_sweep_refuses_non_probe_keys_and_missing_runs(tmp_path, capsys):
 def _invariance_model(weight: float) -> tuple[HJEPA, torch.Tensor, torch.Tensor, object]:
     params = parse_params(tiny_params(**{"model.invariance_weight": weight}))
     torch.manual_seed(0)
-    model = HJEPA(params).train()
+    model = HJEPA.from_params(params.model, params.data).train()
     g = torch.Generator().manual_seed(1)
     images = torch.rand(8, 1, 8, 8, generator=g)
     view = torch.rand(8, 1, 8, 8, generator=g)
-    masks = MaskGenerator(params.mask, params.grid_size).sample(8, torch.Generator().manual_seed(2))
+    masks = MaskGenerator.from_params(params.mask, params.grid_size).sample(
+        8, torch.Generator().manual_seed(2)
+    )
     return model, images, view, masks
 
 
@@ -311,8 +315,8 @@ def test_two_views_add_a_second_draw_without_changing_the_first():
             images,
             batch_size=16,
             seed=0,
-            masks=MaskGenerator(params.mask, params.grid_size),
-            augment=Augmenter(params.train.augment),
+            masks=MaskGenerator.from_params(params.mask, params.grid_size),
+            augment=Augmenter.from_params(params.train.augment),
             two_views=two,
         )
 

@@ -181,5 +181,6 @@ def test_param_count_matches_the_built_encoder(overrides):
     from hjepa.models.encoder import build_encoder, count_parameters, encoder_arch
 
     raw = tiny_params(**overrides)
-    built = build_encoder(encoder_arch(parse_params(raw)))
+    parsed = parse_params(raw)
+    built = build_encoder(encoder_arch(parsed.model, parsed.data))
     assert encoder_param_count(_params(**overrides)) == count_parameters(built)

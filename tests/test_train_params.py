@@ -49,11 +49,11 @@ def test_lr_warmup_then_cosine_to_min_lr_and_weight_decay_schedule():
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False))  # cosine: never rises
     assert 0.001 < lrs[-1] < 0.0012  # the last step is one step short of min_lr
     assert t.set_schedules(t.total_steps)[0] == pytest.approx(0.001)
-    lr, wd = t.set_schedules(0)
+    lr, wd, _ = t.set_schedules(0)
     decay, no_decay = groups(t)
     assert wd == pytest.approx(0.05) and decay["weight_decay"] == pytest.approx(0.05)
     assert no_decay["weight_decay"] == 0.0  # biases, norms, gammas, pos-embeds: never decayed
-    _, wd_last = t.set_schedules(t.total_steps - 1)
+    _, wd_last, _ = t.set_schedules(t.total_steps - 1)
     assert wd_last == pytest.approx(0.5)
     assert decay["lr"] == no_decay["lr"]
 
@@ -80,8 +80,8 @@ def test_no_decay_group_holds_gammas_biases_norms_and_pos_embed():
 def _one_step(t: Pretrainer) -> None:
     t.batches.set_epoch(0)
     b = t.batches[0]
-    t.set_schedules(0)
-    t.train_step(b.images, b.masks, 0, b.second_view)
+    sched = t.set_schedules(0)
+    t.train_step(b.images, b.masks, sched.momentum, b.second_view)
 
 
 def test_grad_clip_bounds_the_gradient_norm():
@@ -98,7 +98,7 @@ def test_grad_clip_bounds_the_gradient_norm():
 
 
 def _augmenter(**overrides) -> Augmenter:
-    return Augmenter(parse_params(tiny_params(**overrides)).train.augment)
+    return Augmenter.from_params(parse_params(tiny_params(**overrides)).train.augment)
 
 
 def test_augment_crop_scale_and_hflip():

@@ -23,7 +23,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from hjepa.core.config import Params
+from hjepa.core.config import DataParams, ModelParams
 from hjepa.core.errors import UserError
 from hjepa.core.io import atomic_path
 
@@ -57,21 +57,21 @@ ARCH_KEYS = (
 POS_EMBED_KINDS = ("sincos", "learned")
 
 
-def encoder_arch(params: Params) -> dict[str, Any]:
+def encoder_arch(model: ModelParams, data: DataParams) -> dict[str, Any]:
     """The encoder's architecture as a JSON-able dict (saved beside its weights).
 
     ``layerscale_init`` is ``None`` when LayerScale is off; ``hierarchy_depths`` is metadata for
     the probe (which block outputs the targets were taken from).
     """
-    m = params.model
+    m = model
     ls = m.layerscale
     # Read both LayerScale keys unconditionally: the stage that builds the model declares both,
     # and `hjepa dag check` would (rightly) flag a key that is only read some of the time.
     use_layerscale, init_value = ls.use_layerscale, ls.init_value
     return {
-        "img_size": params.data.image_size,
+        "img_size": data.image_size,
         "patch_size": m.patch_size,
-        "in_chans": params.data.channels,
+        "in_chans": data.channels,
         "width": m.width,
         "depth": m.depth,
         "heads": m.heads,

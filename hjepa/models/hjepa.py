@@ -29,13 +29,15 @@ gradients; ``hjepa.train.ema.ema_update`` moves it.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hjepa.core.config import Params
+from hjepa.core.config import DataParams, ModelParams
 from hjepa.models.encoder import Encoder, build_encoder, encoder_arch, gather_tokens
 from hjepa.models.loss import hierarchical_loss, masked_smooth_l1
 from hjepa.models.predictor import Predictor, pool_grid
@@ -98,32 +100,40 @@ def feature_std(features: Tensor) -> Tensor:
 
 
 class HJEPA(nn.Module):
-    """Context encoder + EMA target encoder + predictor for ``params`` (module docstring)."""
+    """Context encoder + EMA target encoder + predictor (module docstring).
 
-    def __init__(self, params: Params) -> None:
+    ``arch`` is the encoder's architecture (``encoder_arch``); ``levels`` the hierarchy as
+    (encoder block depth, pooling scale, loss weight); ``predictor`` the predictor's ``width``,
+    ``depth``, ``heads`` and ``layerscale_init``. ``from_params`` builds it from the ``model``
+    and ``data`` params sections.
+    """
+
+    def __init__(
+        self,
+        arch: dict[str, Any],
+        levels: Sequence[tuple[int, int, float]],
+        predictor: dict[str, Any],
+        vicreg_weight: float = 0.0,
+        invariance_weight: float = 0.0,
+    ) -> None:
         super().__init__()
-        m = params.model
-        ls = m.layerscale
-        arch = encoder_arch(params)
-        in_predictor, init_value = ls.in_predictor, ls.init_value
-        self.grid_size = params.grid_size
+        self.grid_size = int(arch["img_size"]) // int(arch["patch_size"])
         self.depth = int(arch["depth"])
-        self.levels = [(lv.depth, lv.scale, lv.weight) for lv in m.hierarchy]
-        self.vicreg_weight = float(m.vicreg_weight)
-        self.invariance_weight = float(m.invariance_weight)
+        self.levels = [(int(d), int(s), float(w)) for d, s, w in levels]
+        self.vicreg_weight = float(vicreg_weight)
+        self.invariance_weight = float(invariance_weight)
         self.context_encoder: Encoder = build_encoder(arch)
         self.target_encoder: Encoder = copy.deepcopy(self.context_encoder)
         self.target_encoder.requires_grad_(False)
         self.target_encoder.eval()
-        p = m.predictor
         self.predictor = Predictor(
             encoder_width=int(arch["width"]),
             grid_size=self.grid_size,
-            width=p.width,
-            depth=p.depth,
-            heads=p.heads,
+            width=int(predictor["width"]),
+            depth=int(predictor["depth"]),
+            heads=int(predictor["heads"]),
             mlp_ratio=float(arch["mlp_ratio"]),
-            layerscale_init=init_value if in_predictor else None,
+            layerscale_init=predictor.get("layerscale_init"),
             pos_embed=str(arch["pos_embed"]),
             scales=[s for _, s, _ in self.levels],
         )
@@ -136,6 +146,23 @@ class HJEPA(nn.Module):
                 nn.GELU(),
                 nn.Linear(2 * width, width),
             )
+
+    @classmethod
+    def from_params(cls, model: ModelParams, data: DataParams) -> HJEPA:
+        ls, p = model.layerscale, model.predictor
+        in_predictor, init_value = ls.in_predictor, ls.init_value
+        return cls(
+            arch=encoder_arch(model, data),
+            levels=[(lv.depth, lv.scale, lv.weight) for lv in model.hierarchy],
+            predictor={
+                "width": p.width,
+                "depth": p.depth,
+                "heads": p.heads,
+                "layerscale_init": init_value if in_predictor else None,
+            },
+            vicreg_weight=model.vicreg_weight,
+            invariance_weight=model.invariance_weight,
+        )
 
     def train(self, mode: bool = True) -> HJEPA:
         """Switch context encoder and predictor; the target encoder always stays in eval mode."""

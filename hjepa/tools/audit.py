@@ -181,13 +181,13 @@ class Probe:
         initialisation: shapes only)."""
         if self._arch is None:
             with torch.device("meta"):
-                model = HJEPA(self.params)
+                model = HJEPA.from_params(self.params.model, self.params.data)
             self._arch = {n: tuple(p.shape) for n, p in model.named_parameters()}
         return self._arch
 
     def masks(self) -> dict[str, float]:
         if self._masks is None:
-            gen = MaskGenerator(self.params.mask, self.params.grid_size)
+            gen = MaskGenerator.from_params(self.params.mask, self.params.grid_size)
             rng = torch.Generator().manual_seed(SEED)
             totals: dict[str, float] = {}
             for _ in range(MASK_BATCHES):
@@ -204,11 +204,11 @@ class Probe:
         p = self.params
         if self._model is None:
             torch.manual_seed(SEED)
-            self._model = HJEPA(p)
+            self._model = HJEPA.from_params(p.model, p.data)
         g = torch.Generator().manual_seed(SEED)
         size = p.data.image_size
         images = torch.randn(BATCH, p.data.channels, size, size, generator=g)
-        masks = MaskGenerator(p.mask, p.grid_size).sample(BATCH, g)
+        masks = MaskGenerator.from_params(p.mask, p.grid_size).sample(BATCH, g)
         # The second view (model.invariance_weight): always made, so both sides draw alike.
         view = images.flip(-1) + 0.1 * torch.randn(images.shape, generator=g)
         torch.manual_seed(SEED + 1)  # the same stochastic-depth draws on both sides

@@ -21,9 +21,14 @@ _LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 class Augmenter:
     """Random resized crop (area fraction in ``crop_scale``, aspect 3/4..4/3) and optional flip."""
 
-    def __init__(self, params: AugmentParams) -> None:
-        self.crop_scale = tuple(params.crop_scale)
-        self.hflip = bool(params.hflip)
+    def __init__(self, crop_scale: tuple[float, float] = (0.3, 1.0), hflip: bool = False) -> None:
+        self.crop_scale = tuple(float(x) for x in crop_scale)
+        self.hflip = bool(hflip)
+
+    @classmethod
+    def from_params(cls, params: AugmentParams) -> Augmenter:
+        """From the ``train.augment`` section."""
+        return cls(crop_scale=params.crop_scale, hflip=params.hflip)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """images: float N×C×H×W. Returns augmented images of the same shape."""

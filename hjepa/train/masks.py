@@ -93,22 +93,45 @@ def _pack(mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
 class MaskGenerator:
     """Draws ``Masks`` for a batch on a square token grid of side ``grid_size`` (see module)."""
 
-    def __init__(self, params: MaskParams, grid_size: int) -> None:
+    def __init__(
+        self,
+        grid_size: int,
+        num_targets: int = 4,
+        target_scale: tuple[float, float] = (0.15, 0.2),
+        target_aspect: tuple[float, float] = (0.75, 1.5),
+        context_scale: tuple[float, float] = (0.85, 1.0),
+        min_keep: int = 4,
+        context_batching: str = "pad",
+    ) -> None:
+        """I-JEPA's defaults; ``from_params`` builds one from the ``mask`` params section."""
         if grid_size < 2:
             raise UserError(
                 f"the token grid is {grid_size}×{grid_size} (data.image_size / "
                 "model.patch_size); masking needs at least 2×2 so that a token can be context "
                 "and another target: raise data.image_size or lower model.patch_size"
             )
-        # Read every mask param here, once: the read record then matches dvc.yaml's pretrain deps.
         self.grid_size = int(grid_size)
         self.num_tokens = self.grid_size**2
-        self.num_targets = int(params.num_targets)
-        self.target_scale = tuple(float(x) for x in params.target_scale)
-        self.target_aspect = tuple(float(x) for x in params.target_aspect)
-        self.context_scale = tuple(float(x) for x in params.context_scale)
-        self.min_keep = int(params.min_keep)
-        self.context_batching = str(params.context_batching)
+        self.num_targets = int(num_targets)
+        self.target_scale = tuple(float(x) for x in target_scale)
+        self.target_aspect = tuple(float(x) for x in target_aspect)
+        self.context_scale = tuple(float(x) for x in context_scale)
+        self.min_keep = int(min_keep)
+        self.context_batching = str(context_batching)
+
+    @classmethod
+    def from_params(cls, params: MaskParams, grid_size: int) -> MaskGenerator:
+        """From the ``mask`` section; every key is read here, once, so the read record matches
+        dvc.yaml's pretrain params."""
+        return cls(
+            grid_size,
+            num_targets=params.num_targets,
+            target_scale=params.target_scale,
+            target_aspect=params.target_aspect,
+            context_scale=params.context_scale,
+            min_keep=params.min_keep,
+            context_batching=params.context_batching,
+        )
 
     # ------------------------------------------------------------------------------ block sizes
     def target_shape(self, scale: float, aspect: float) -> tuple[tuple[int, int], bool]:

@@ -1,0 +1,140 @@
+"""Everything pretraining reports while it runs: the progress bar, TensorBoard, the per-epoch
+rows of ``metrics/pretrain_log.tsv``.
+
+Why one object: the loop then says *what* happened (a step, an epoch) and this decides where it
+goes, how often, and only on the main process under DDP.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from hjepa.core.io import write_text
+from hjepa.models.hjepa import HJEPA
+from hjepa.train.optim import StepSchedule
+
+EPOCH_SCALARS = ("reg_loss", "inv_loss", "effective_rank", "position_share", "knn_monitor")
+
+
+def gamma_stats(model: HJEPA) -> dict[str, float]:
+    """Mean |gamma| (ls1 and ls2 together) per block, context (ctx) and target (tgt) encoders."""
+    out: dict[str, float] = {}
+    for tag, enc in (("ctx", model.context_encoder), ("tgt", model.target_encoder)):
+        per_block: dict[int, list[torch.Tensor]] = {}
+        for name, p in enc.named_parameters():
+            if name.endswith((".ls1.gamma", ".ls2.gamma")):
+                block = int(name.split("blocks.")[1].split(".")[0])
+                per_block.setdefault(block, []).append(p.detach().abs().mean())
+        for block, values in sorted(per_block.items()):
+            out[f"gamma_{tag}_block{block}"] = float(torch.stack(values).mean())
+    return out
+
+
+def write_tsv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The epoch rows as a tab-separated table (columns of the newest row), written atomically."""
+    if not rows:
+        return
+    columns = list(rows[-1].keys())
+    lines = ["\t".join(columns)]
+    for row in rows:
+        lines.append("\t".join(_fmt(row.get(c, "")) for c in columns))
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+class RunLog:
+    """Progress and logs of one run; ``rows`` (one per finished epoch) travel in checkpoints."""
+
+    def __init__(
+        self,
+        runs_dir: Path,
+        log_tsv: Path,
+        experiment: str,
+        log_every: int,
+        is_main: bool,
+    ) -> None:
+        self.run_dir = runs_dir / experiment
+        self.log_tsv = log_tsv
+        self.log_every = log_every
+        self.is_main = is_main
+        self.rows: list[dict[str, Any]] = []
+        self._writer: Any = None
+        self._bar: Any = None
+
+    def open(self, start_step: int, total_steps: int) -> None:
+        """Start the bar and TensorBoard at ``start_step`` (> 0 when resumed)."""
+        self._bar = tqdm(
+            total=total_steps,
+            initial=start_step,
+            desc="pretrain",
+            unit="step",
+            disable=not self.is_main,
+            dynamic_ncols=True,
+            # In a log file (DVC, Prefect, CI) redraw rarely instead of on every step.
+            mininterval=0.1 if sys.stderr.isatty() else 15.0,
+        )
+        if not self.is_main:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        if start_step == 0 and self.run_dir.exists():
+            shutil.rmtree(self.run_dir)  # a fresh run: no stale curves from an older one
+        self._writer = SummaryWriter(str(self.run_dir), purge_step=start_step or None)
+
+    def step(
+        self,
+        step: int,
+        epoch_label: str,
+        out: Any,
+        sched: StepSchedule,
+        images_per_s: float,
+        grad_norm: torch.Tensor,
+        model: HJEPA,
+    ) -> None:
+        """One optimiser step done (``step`` counts from 1); TensorBoard every ``log_every``."""
+        if self._writer is not None and step % self.log_every == 0:
+            w = self._writer
+            loss = float(out.loss.detach())
+            w.add_scalar("loss/total", loss, step)
+            for i, v in enumerate(out.level_losses):
+                w.add_scalar(f"loss/level_{i}", float(v), step)
+            w.add_scalar("schedule/lr", sched.lr, step)
+            w.add_scalar("schedule/weight_decay", sched.weight_decay, step)
+            w.add_scalar("schedule/ema_momentum", sched.momentum, step)
+            w.add_scalar("repr/target_std", float(out.target_std), step)
+            w.add_scalar("perf/images_per_s", images_per_s, step)
+            w.add_scalar("train/grad_norm", float(grad_norm), step)
+            for key, value in gamma_stats(model).items():
+                tag, block = key.removeprefix("gamma_").split("_block")
+                w.add_scalar(f"layerscale_{tag}/block{block}_mean_abs_gamma", value, step)
+            self._bar.set_postfix(
+                epoch=epoch_label, loss=f"{loss:.4f}", img_s=f"{images_per_s:.0f}"
+            )
+        self._bar.update(1)
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        """One epoch done: keep its row, chart its scalars, rewrite the TSV."""
+        self.rows.append(row)
+        if self._writer is not None:
+            self._writer.add_scalar("epoch/loss", row["loss"], row["step"])
+            for key in EPOCH_SCALARS:
+                if isinstance(row.get(key), float):
+                    self._writer.add_scalar(f"repr/{key}", row[key], row["step"])
+            self._writer.add_scalar("epoch/data_wait_frac", row["data_wait_frac"], row["step"])
+        if self.is_main:
+            write_tsv(self.log_tsv, self.rows)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._writer is not None:
+            self._writer.close()

@@ -1,0 +1,93 @@
+"""The docs cannot drift from the code: every params override they show is valid under the
+schema, and every project file they name exists.
+
+A README example that fails (a renamed key, a file that moved) is the first thing a new user
+runs into; these checks make such a change fail the test suite instead.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from hjepa.core.config import apply_overrides, parse_params
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "benchmarks").glob("*.md"))]
+SCRIPTS = sorted((ROOT / "benchmarks").glob("*.py")) + sorted((ROOT / "benchmarks").glob("*.sh"))
+
+# `-S key=value` (dvc exp run) and `--set key=value` (bench_quality.py), value optionally quoted.
+OVERRIDE = re.compile(r"(?:-S|--set)\s+'?([A-Za-z_][\w.]*)=([^\s'`)]+)'?")
+PLACEHOLDER = re.compile(r"[<>]|\b(?:W|lo|hi|N|DIR|VALUE)\b")
+# Project paths in backticks or markdown links: a name with a slash and a known suffix or folder.
+PATH = re.compile(
+    r"(?:`|\]\()((?:hjepa|pipeline|flows|benchmarks|tests|docs|metrics|reports)/[\w./-]*)"
+)
+
+
+def _overrides() -> list[tuple[str, str, str]]:
+    found = []
+    for path in DOCS + SCRIPTS:
+        for key, value in OVERRIDE.findall(path.read_text()):
+            if key in ("key", "KEY"):
+                continue  # the syntax itself (`-S key=value`), not an example
+            found.append((path.relative_to(ROOT).as_posix(), key, value))
+    return found
+
+
+OVERRIDES = _overrides()
+
+
+def test_the_docs_show_overrides_at_all() -> None:
+    assert len(OVERRIDES) > 20  # the pattern still matches the way the docs write them
+
+
+@pytest.mark.parametrize(("doc", "key", "value"), OVERRIDES, ids=lambda x: str(x)[:40])
+def test_every_documented_override_is_accepted_by_the_schema(doc: str, key: str, value: str):
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    # A placeholder value (`W`, `<value>`): the key alone must exist.
+    parsed = _get(base, key) if PLACEHOLDER.search(value) else yaml.safe_load(value)
+    parse_params(apply_overrides(base, {key: parsed}))
+
+
+def _get(raw: dict, key: str) -> object:
+    node: object = raw
+    for part in key.split("."):
+        assert isinstance(node, dict) and part in node, f"unknown key {key}"
+        node = node[part]
+    return node
+
+
+def _named_paths() -> list[tuple[str, str]]:
+    found = []
+    for path in DOCS + SCRIPTS + [ROOT / "dvc.yaml", ROOT / "Makefile"]:
+        for name in PATH.findall(path.read_text()):
+            found.append((path.relative_to(ROOT).as_posix(), name.rstrip(".")))
+    return found
+
+
+GENERATED_MARKDOWN = ("reports/report.md", "reports/compare.md")  # written by runs
+MARKDOWN = re.compile(r"\b([\w/.-]+\.md)\b")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_markdown_file_the_docs_cite_is_in_the_repository(doc: Path) -> None:
+    ours = {p.name for p in ROOT.rglob("*.md") if ".venv" not in p.parts}
+    for name in set(MARKDOWN.findall(doc.read_text())) - set(GENERATED_MARKDOWN):
+        here = [ROOT / name, doc.parent / name]
+        found = any(p.exists() for p in here) or ("/" not in name and name in ours)
+        assert found, f"{doc.name} cites {name}, not in the repository"
+
+
+GENERATED = ("metrics/", "reports/", "models/", "runs/", "data/prepared")
+
+
+@pytest.mark.parametrize(("doc", "name"), _named_paths(), ids=lambda x: str(x)[:50])
+def test_every_project_file_the_docs_name_exists(doc: str, name: str) -> None:
+    if name.startswith(GENERATED):
+        return  # outputs of a run, not files of the repository
+    matches = list(ROOT.glob(name)) if any(c in name for c in "*?[") else [ROOT / name]
+    assert any(m.exists() for m in matches), f"{doc} names {name}, which the repository lacks"
