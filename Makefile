@@ -1,6 +1,7 @@
 # The two commands a newcomer needs (see README):
-#   make run    set up .venv (pinned) and run the whole pipeline with `dvc repro`
-#   make test   set up .venv (pinned) and run the test suite
+#   make run        set up .venv (pinned runtime set) and run the whole pipeline with `dvc repro`
+#   make test       set up .venv (runtime + development tools) and run the whole test suite
+#   make test-fast  the unit tests only (no DVC or Prefect end-to-end runs): under 2 minutes
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -8,7 +9,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test lint prefect-server serve
+.PHONY: setup setup-dev run test test-fast lint prefect-server serve
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,16 +17,25 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(VENV)/bin/pip install --disable-pip-version-check -q --no-deps -e .
 	touch $@
 
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.lock
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements-dev.lock
+	touch $@
+
 setup: $(VENV)/.installed
+
+setup-dev: $(VENV)/.installed-dev
 
 run: setup
 	dvc repro
 	@echo "Report: reports/report.md   metrics: dvc metrics show"
 
-test: setup
+test: setup-dev
 	python -m pytest $(PYTEST_ARGS)
 
-lint: setup
+test-fast: setup-dev
+	python -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+lint: setup-dev
 	ruff check . && ruff format --check . && mypy hjepa pipeline
 
 # Prefect UI on this machine only (analytics off, loopback), then the deployments that it runs.
