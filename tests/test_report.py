@@ -84,20 +84,25 @@ def test_report_has_every_section_and_real_figures(tmp_path):
     out = tmp_path / "reports" / "report.md"
     figs = build_report(tmp_path, out, tmp_path / "reports" / "figures", params=params)
     text = out.read_text()
-    for heading in (
-        "## What was run",
-        "### Model",
-        "### Data",
-        "### Resolved parameters",
+    headings = (
+        "## Results",
         "## Pretraining",
         "### Schedules",
         "### LayerScale",
-        "## Evaluation",
+        "## Evaluation details",
         "### Per-class linear-probe accuracy",
         "### Confusion matrix",
         "## Throughput and wall time",
-    ):
-        assert heading in text, heading
+        "## What was run",
+        "### Model",
+        "### Data",
+        "## Resolved parameters",
+    )
+    at = [text.find(h) for h in headings]
+    assert all(i >= 0 for i in at), [h for h, i in zip(headings, at, strict=True) if i < 0]
+    assert at == sorted(at), "the report opens with the results and ends with the params"
+    results = text[text.find("## Results") : text.find("## Pretraining")]
+    assert "| raw pixels |" in results and "loss curves" in results
     assert "| LayerScale | on, init 0.0001 |" in text
     assert "| raw pixels | 95.00% | 93.00% |" in text
     assert "+20.00 points" in text
@@ -166,7 +171,7 @@ def test_report_stage_records_no_param_reads(tmp_path, monkeypatch):
     run_stage("report", report_stage.body)
     assert reads() == set()
     assert json.loads((tmp_path / "params_read" / "report.json").read_text())["params"] == []
-    assert "## Evaluation" in (tmp_path / "reports" / "report.md").read_text()
+    assert "## Results" in (tmp_path / "reports" / "report.md").read_text()
 
 
 @pytest.mark.parametrize(
