@@ -91,3 +91,33 @@ def test_every_project_file_the_docs_name_exists(doc: str, name: str) -> None:
         return  # outputs of a run, not files of the repository
     matches = list(ROOT.glob(name)) if any(c in name for c in "*?[") else [ROOT / name]
     assert any(m.exists() for m in matches), f"{doc} names {name}, which the repository lacks"
+
+
+def _example_block() -> str:
+    text = (ROOT / "README.md").read_text()
+    begin, end = "<!-- example-run:begin -->", "<!-- example-run:end -->"
+    assert begin in text and end in text, "README.md lost its example-run markers"
+    return text.split(begin, 1)[1].split(end, 1)[0]
+
+
+def test_the_readme_example_run_shows_the_metrics_of_this_commit() -> None:
+    """The example's baseline column must be what `dvc repro` wrote at this commit
+    (``metrics/``): regenerate it with ``python benchmarks/example_run.py --write-readme``."""
+    import json
+
+    metrics = {
+        **json.loads((ROOT / "metrics" / "probe.json").read_text()),
+        **json.loads((ROOT / "metrics" / "pretrain.json").read_text()),
+    }
+    checked = 0
+    for row in _example_block().splitlines():
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        for i, cell in enumerate(cells[:-1]):
+            if cell in ("linear_top1", "knn_top1", "gain_over_random_init", "loss"):
+                shown, actual = float(cells[i + 1]), float(metrics[cell])
+                assert abs(shown - actual) <= 1e-4 * max(1.0, abs(actual)), (
+                    f"README example shows {cell} = {shown}, metrics/ has {actual}: rerun "
+                    "python benchmarks/example_run.py --write-readme"
+                )
+                checked += 1
+    assert checked >= 3
