@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from hjepa.core.config import apply_overrides, parse_params
 
@@ -20,7 +21,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "benchmarks").glob("*.md"))]
 SCRIPTS = sorted((ROOT / "benchmarks").glob("*.py")) + sorted((ROOT / "benchmarks").glob("*.sh"))
 
 # `-S key=value` (dvc exp run) and `--set key=value` (bench_quality.py), value optionally quoted.
-OVERRIDE = re.compile(r"(?:-S|--set)\s+'?([A-Za-z_][\w.]*)=([^\s'`)]+)'?")
+OVERRIDE = re.compile(r"(-S|--set)\s+'?([A-Za-z_][\w.]*)=([^\s'`)]+)'?")
 PLACEHOLDER = re.compile(r"[<>]|\b(?:W|lo|hi|N|DIR|VALUE)\b")
 # Project paths in backticks or markdown links: a name with a slash and a known suffix or folder.
 PATH = re.compile(
@@ -31,10 +32,10 @@ PATH = re.compile(
 def _overrides() -> list[tuple[str, str, str]]:
     found = []
     for path in DOCS + SCRIPTS:
-        for key, value in OVERRIDE.findall(path.read_text()):
+        for flag, key, value in OVERRIDE.findall(path.read_text()):
             if key in ("key", "KEY"):
                 continue  # the syntax itself (`-S key=value`), not an example
-            found.append((path.relative_to(ROOT).as_posix(), key, value))
+            found.append((path.relative_to(ROOT).as_posix(), flag, key, value))
     return found
 
 
@@ -45,11 +46,18 @@ def test_the_docs_show_overrides_at_all() -> None:
     assert len(OVERRIDES) > 20  # the pattern still matches the way the docs write them
 
 
-@pytest.mark.parametrize(("doc", "key", "value"), OVERRIDES, ids=lambda x: str(x)[:40])
-def test_every_documented_override_is_accepted_by_the_schema(doc: str, key: str, value: str):
+@pytest.mark.parametrize(("doc", "flag", "key", "value"), OVERRIDES, ids=lambda x: str(x)[:40])
+def test_every_documented_override_is_accepted_by_the_schema(
+    doc: str, flag: str, key: str, value: str
+) -> None:
+    """``-S`` values are read by DVC's own override grammar (Hydra), ``--set`` ones as YAML."""
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    # A placeholder value (`W`, `<value>`): the key alone must exist.
-    parsed = _get(base, key) if PLACEHOLDER.search(value) else yaml.safe_load(value)
+    if PLACEHOLDER.search(value):
+        parsed = _get(base, key)  # a placeholder value (`W`, `<value>`): the key must exist
+    elif flag == "-S":
+        parsed = OverridesParser.create().parse_override(f"{key}={value}").value()
+    else:
+        parsed = yaml.safe_load(value)
     parse_params(apply_overrides(base, {key: parsed}))
 
 
