@@ -3,7 +3,8 @@
 Safety, because both the archive and its pickles come from outside:
 - every archive member is vetted before anything is read: a name with ``..`` or an absolute path
   is refused outright, and every member must pass tarfile's ``"data"`` extraction filter
-  (no links leaving the archive, no devices); members are then read in memory one at a time, never extracted;
+  (no links leaving the archive, no devices); members are then read in memory one at a time
+  (one batch in memory, not the data set), never extracted;
 - the batches are unpickled with an allow-list unpickler that can build only dicts, lists,
   strings, numbers and numpy arrays, so a crafted pickle cannot run code.
 

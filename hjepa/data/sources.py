@@ -71,9 +71,7 @@ def decode_files(paths: Sequence[str], size: int, channels: int) -> np.ndarray:
     return np.stack([decode_file(Path(p), size, channels) for p in paths])
 
 
-def array_chunks(
-    arrays: np.ndarray, labels: np.ndarray, sources: Sequence[str]
-) -> Iterator[Chunk]:
+def array_chunks(arrays: np.ndarray, labels: np.ndarray, sources: Sequence[str]) -> Iterator[Chunk]:
     """Chunks of already decoded images (digits, a CIFAR-10 batch)."""
     for start in range(0, len(arrays), CHUNK_IMAGES):
         stop = start + CHUNK_IMAGES

@@ -57,7 +57,9 @@ def resolve_workers(flag: int | None = None) -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def convert_chunk(convert: Convert, payload: Any, size: int, channels: int) -> tuple[bytes, list[str]]:
+def convert_chunk(
+    convert: Convert, payload: Any, size: int, channels: int
+) -> tuple[bytes, list[str]]:
     """A worker's task: the chunk's stored images (as bytes, rows in order) and their hashes."""
     images = convert(payload, size, channels)
     return images.tobytes(), [image_hash(row) for row in images]
