@@ -36,7 +36,7 @@ from hjepa.data.split import SPLITS, duplicate_groups, stratified_split
 from hjepa.data.stream import Decoded, decode_to_staging, resolve_workers
 
 STAGING_FILE = ".staging_images.raw"  # inside the temp folder; removed before the swap
-BLOCK_BYTES = 16 * 2**20  # staging bytes read per block when copying rows out by split
+BLOCK_BYTES = 4 * 2**20  # staging bytes read per block when copying rows out by split
 
 
 def open_source(source: str, path: str | None) -> Source:

@@ -361,7 +361,9 @@ class Pretrainer:
             for epoch in range(self.start_epoch, self.epochs):
                 self.model.train()
                 self.batches.set_epoch(epoch)
-                loader = make_loader(self.batches, self.num_workers)
+                loader = make_loader(
+                    self.batches, self.num_workers, pin_memory=self.device.type == "cuda"
+                )
                 sums = torch.zeros(n_levels + 4, device=self.device)
                 wait = 0.0
                 t0 = time.perf_counter()
