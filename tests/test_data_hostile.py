@@ -116,6 +116,16 @@ def test_fifo_named_like_an_image_refused_without_hanging(tmp_path):
         open_image(fifo)
 
 
+@pytest.mark.timeout(30)
+def test_fifo_as_cifar_tarball_refused(tmp_path):
+    os.mkfifo(tmp_path / "cifar.tar.gz")
+    p = parse_params(
+        tiny_params(**{"data.source": "cifar10", "data.path": str(tmp_path / "cifar.tar.gz")})
+    )
+    with pytest.raises(UserError, match=r"cifar\.tar\.gz: a FIFO"):
+        prepare_dataset(p, tmp_path / "out", tmp_path / "m.json", workers=1)
+
+
 def test_socket_refused(tmp_path):
     src = make_folder(tmp_path / "imgs")
     path = src / "b_gray" / "s.png"

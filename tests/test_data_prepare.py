@@ -152,9 +152,9 @@ def test_failure_leaves_previous_output_intact(tmp_path):
     prepare_dataset(p, out, metrics_path)
     before, metrics_before = snapshot(out), metrics_path.read_text()
 
-    (src / "a_rgb" / "only.txt").write_text("not an image")  # bad input
+    (src / "a_rgb" / "only.txt").write_text("not an image")  # bad input, found by a worker
     with pytest.raises(UserError, match="only.txt"):
-        prepare_dataset(p, out, metrics_path)
+        prepare_dataset(p, out, metrics_path, workers=2)
     (src / "a_rgb" / "only.txt").unlink()
     save_image(src / "c_single" / "0.png", 1, (3, 3), "L")  # a class with one image
     with pytest.raises(UserError, match=r"c_single: has 1 image\(s\)"):

@@ -16,6 +16,7 @@ leakage rules as every other source. The ``source`` of an image is ``cifar10:<ba
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from hjepa.core.errors import UserError
+from hjepa.data.images import refuse_special, special_file_kind
 from hjepa.data.safe_pickle import SafeUnpickler
 from hjepa.data.sources import Chunk, Source, array_chunks
 
@@ -74,6 +76,9 @@ def _member_reader(path: Path) -> Iterator[Callable[[str], bytes]]:
             )
         yield lambda name: (folder / name).read_bytes()
         return
+    kind = special_file_kind(os.stat(path).st_mode)
+    if kind is not None:  # opening a FIFO would block forever
+        raise refuse_special(path, kind)
     try:
         tar = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by the `with` below)
     except (tarfile.TarError, OSError) as exc:

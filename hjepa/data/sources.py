@@ -58,7 +58,7 @@ class Source:
     name: str  # the data.source name
     class_names: list[str]
     class_origins: list[str]
-    chunks: Iterator[Chunk]
+    chunks: Iterator[Chunk]  # consumed once, by the prepare run that opened the source
 
 
 def convert_arrays(arrays: np.ndarray, size: int, channels: int) -> np.ndarray:
