@@ -148,6 +148,9 @@ def summarise(runs: list[dict[str, Any]], n: int) -> dict[str, Any]:
         one, two = by.get((images, 1)), by.get((images, 2))
         if one and two:
             out[f"speedup_2v1_at_{images}"] = round(two["images_per_s"] / one["images_per_s"], 2)
+            if one["decode_images_per_s"] and two["decode_images_per_s"]:
+                ratio = two["decode_images_per_s"] / one["decode_images_per_s"]
+                out[f"decode_speedup_2v1_at_{images}"] = round(ratio, 2)
     return out
 
 

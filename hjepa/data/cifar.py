@@ -150,4 +150,5 @@ def cifar10_source(path: str | Path) -> Source:
         class_names=class_names,
         class_origins=[f"cifar10 class '{n}'" for n in class_names],
         chunks=chunks(),
+        count=None,  # known only once every batch is read
     )

@@ -59,6 +59,7 @@ class Source:
     class_names: list[str]
     class_origins: list[str]
     chunks: Iterator[Chunk]  # consumed once, by the prepare run that opened the source
+    count: int | None = None  # images, when known before decoding (for the progress bar)
 
 
 def convert_arrays(arrays: np.ndarray, size: int, channels: int) -> np.ndarray:
@@ -96,6 +97,7 @@ def digits_source() -> Source:
         class_names=names,
         class_origins=[f"digits class '{n}'" for n in names],
         chunks=array_chunks(raw, bunch.target, sources),
+        count=len(raw),
     )
 
 
@@ -201,4 +203,5 @@ def image_folder_source(root: str | Path) -> Source:
         class_names=[d.name for d in folders],
         class_origins=[str(d) for d in folders],
         chunks=chunks(),
+        count=len(paths),
     )

@@ -94,10 +94,10 @@ class Progress:
     """A tqdm bar (images/s) on a terminal; otherwise a log line every ``LOG_EVERY_S`` seconds
     and one at the end, so DVC's and CI logs show progress without carriage-return noise."""
 
-    def __init__(self, desc: str) -> None:
+    def __init__(self, desc: str, total: int | None) -> None:
         self.desc = desc
         self.tty = sys.stderr.isatty()
-        self.bar = tqdm(desc=desc, unit="img", disable=not self.tty)
+        self.bar = tqdm(desc=desc, total=total, unit="img", disable=not self.tty)
         self.count = 0
         self.start = self.last_log = time.monotonic()
 
@@ -136,7 +136,7 @@ def decode_to_staging(
     labels: list[np.ndarray] = []
     sources: list[str] = []
     hashes: list[str] = []
-    progress = Progress(f"prepare {source.name}")
+    progress = Progress(f"prepare {source.name}", source.count)
     try:
         with open(staging, "wb") as out:
             for chunk, (rows, chunk_hashes) in _ordered_results(
