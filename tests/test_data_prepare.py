@@ -20,7 +20,9 @@ from hjepa.core import prepared
 from hjepa.core.config import parse_params
 from hjepa.core.errors import UserError
 from hjepa.core.prepared import class_names, expected_files, load_manifest, load_split
+from hjepa.data import sources
 from hjepa.data.build import prepare_dataset
+from hjepa.data.stream import WORKERS_ENV, resolve_workers
 
 
 def params(**overrides):
@@ -102,6 +104,36 @@ def test_image_folder_duplicates_grouped_and_counted(tmp_path):
     assert load_split(tmp_path / "out", "train")[0].shape[1:] == (8, 8, 3)
 
 
+def test_output_identical_for_any_worker_count(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "CHUNK_IMAGES", 5)  # many chunks, so the pool's order matters
+    src = make_folder(tmp_path / "imgs", per_class=30)
+    tar = make_tar(tmp_path / "cifar.tar.gz", make_cifar_members(n=20))
+    folder = params(**{"data.source": "image_folder", "data.path": str(src), "data.channels": 3})
+    cifar = params(**{"data.source": "cifar10", "data.path": str(tar), "data.channels": 3})
+    for name, p in [("folder", folder), ("cifar", cifar)]:
+        outputs = []
+        for workers in (1, 2, 3):
+            out = tmp_path / f"{name}{workers}"
+            metrics = prepare_dataset(p, out, tmp_path / f"{name}{workers}.json", workers=workers)
+            outputs.append((snapshot(out), metrics))
+        assert outputs[0] == outputs[1] == outputs[2]
+        assert sorted(os.listdir(tmp_path / "folder1")) == sorted(expected_files())  # no staging
+
+
+def test_resolve_workers(monkeypatch):
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    assert resolve_workers() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    assert resolve_workers() == 3
+    assert resolve_workers(5) == 5  # the flag wins over the environment
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv(WORKERS_ENV, bad)
+        with pytest.raises(UserError, match=f"{WORKERS_ENV}='{bad}': expected a positive"):
+            resolve_workers()
+    with pytest.raises(UserError, match="--workers 0"):
+        resolve_workers(0)
+
+
 def test_cifar_end_to_end(tmp_path):
     tar = make_tar(tmp_path / "cifar.tar.gz", make_cifar_members(n=5))
     metrics = prepare_dataset(
@@ -120,9 +152,9 @@ def test_failure_leaves_previous_output_intact(tmp_path):
     prepare_dataset(p, out, metrics_path)
     before, metrics_before = snapshot(out), metrics_path.read_text()
 
-    (src / "a_rgb" / "only.txt").write_text("not an image")  # bad input
+    (src / "a_rgb" / "only.txt").write_text("not an image")  # bad input, found by a worker
     with pytest.raises(UserError, match="only.txt"):
-        prepare_dataset(p, out, metrics_path)
+        prepare_dataset(p, out, metrics_path, workers=2)
     (src / "a_rgb" / "only.txt").unlink()
     save_image(src / "c_single" / "0.png", 1, (3, 3), "L")  # a class with one image
     with pytest.raises(UserError, match=r"c_single: has 1 image\(s\)"):
@@ -150,12 +182,19 @@ def test_failure_while_writing_leaves_previous_output_intact(tmp_path, monkeypat
     assert sorted(os.listdir(tmp_path)) == ["m.json", "prepared"]
 
 
-def _stage(cwd: Path, params_file: Path) -> subprocess.CompletedProcess:
+def _stage(
+    cwd: Path, params_file: Path, *args: str, **env_vars: str
+) -> subprocess.CompletedProcess:
     env = project_env()
     env["PYTHONPATH"] = str(ROOT)
     env["HJEPA_PARAMS"] = str(params_file)
+    env.update(env_vars)
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.prepare"], cwd=cwd, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "pipeline.prepare", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -176,6 +215,22 @@ def test_pipeline_prepare_module(tmp_path):
     proc = _stage(tmp_path, params_file)
     assert proc.returncode == 2
     assert "data.path missing: image folder not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_pipeline_prepare_workers_flag_and_env(tmp_path):
+    params_file = tmp_path / "p.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_params()))
+    proc = _stage(tmp_path, params_file, **{WORKERS_ENV: "1"})
+    assert proc.returncode == 0, proc.stderr
+    # Not a terminal: a plain progress line instead of a bar.
+    assert "prepare digits: 1797 images," in proc.stderr and "images/s" in proc.stderr
+    before = snapshot(tmp_path / "data" / "prepared")
+    proc = _stage(tmp_path, params_file, "--workers", "2", **{WORKERS_ENV: "nonsense"})
+    assert proc.returncode == 0, proc.stderr  # the flag wins; the environment is not read
+    assert snapshot(tmp_path / "data" / "prepared") == before
+    proc = _stage(tmp_path, params_file, **{WORKERS_ENV: "0"})
+    assert proc.returncode == 2 and f"{WORKERS_ENV}='0'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

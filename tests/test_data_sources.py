@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,43 @@ import pytest
 from PIL import Image
 
 from hjepa.core.errors import UserError
-from hjepa.data.cifar import BATCHES, load_cifar10
-from hjepa.data.sources import load_digits, load_image_folder
+from hjepa.data.cifar import BATCHES, cifar10_source
+from hjepa.data.sources import Source, digits_source, image_folder_source
 
 
 # ----------------------------------------------------------------------------------- helpers
+@dataclass
+class Collected:
+    """A whole source converted in this process (what prepare's workers would produce)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    sources: list[str]
+    class_names: list[str]
+
+
+def collect(source: Source, size: int, channels: int) -> Collected:
+    chunks = list(source.chunks)
+    return Collected(
+        images=np.concatenate([c.convert(c.payload, size, channels) for c in chunks]),
+        labels=np.concatenate([c.labels for c in chunks]),
+        sources=[s for c in chunks for s in c.sources],
+        class_names=source.class_names,
+    )
+
+
+def load_digits(size: int, channels: int) -> Collected:
+    return collect(digits_source(), size, channels)
+
+
+def load_image_folder(root: Path, size: int, channels: int) -> Collected:
+    return collect(image_folder_source(root), size, channels)
+
+
+def load_cifar10(path: Path, size: int, channels: int) -> Collected:
+    return collect(cifar10_source(path), size, channels)
+
+
 def save_image(path: Path, color: tuple[int, int, int] | int, size: tuple[int, int], mode: str):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, color).save(path)

@@ -124,6 +124,9 @@ class DataParams(Section):
     image_size: int = Field(16, gt=0, le=1024)
     channels: Literal[1, 3] = 1
     split: SplitParams = Field(default_factory=SplitParams)
+    # The same stored image under two labels: "error" stops prepare and lists examples, "drop"
+    # leaves every copy of such an image out (counted in metrics/data.json).
+    conflicting_duplicates: Literal["error", "drop"] = "error"
 
 
 # ---------------------------------------------------------------------------------------- model

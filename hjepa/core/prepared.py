@@ -5,9 +5,10 @@ Layout: per split ``<split>_images.npy`` (uint8 N×H×W×C, memory-mappable) and
 ``manifest.csv`` (see ``hjepa.data.manifest``).
 
 Why the whole folder is swapped in one rename: the files only make sense together (a manifest
-from one run with arrays from another would silently mislabel images). The new folder is built
-beside the old one and renamed into place; on any failure the temp folder is removed and the
-previous output is untouched.
+from one run with arrays from another would silently mislabel images). The writer
+(``hjepa.data.build``) builds the new folder inside ``hjepa.core.io.atomic_dir`` beside the old
+one, streaming the image arrays in row blocks (``RowWriter``); on any failure the temp folder is
+removed and the previous output is untouched.
 """
 
 from __future__ import annotations
@@ -41,21 +42,58 @@ def expected_files() -> list[str]:
     return [*per_split, CLASSES_FILE, MANIFEST_FILE]
 
 
+class RowWriter:
+    """Writes one ``.npy`` array of known shape row block by row block, without holding it.
+
+    The header is the one ``np.save`` writes (format 1.0), so the file is byte-identical to
+    saving the whole array at once; ``close`` refuses a row count other than the declared one.
+    """
+
+    def __init__(self, path: Path, rows: int, row_shape: tuple[int, ...], dtype: str) -> None:
+        self.path, self.rows, self.written = path, rows, 0
+        self.handle = open(path, "wb")  # noqa: SIM115 (closed in close())
+        header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (rows, *row_shape)}
+        np.lib.format.write_array_header_1_0(self.handle, header)
+        self.row_shape, self.dtype = row_shape, np.dtype(dtype)
+
+    def write(self, block: np.ndarray) -> None:
+        if block.shape[1:] != self.row_shape or block.dtype != self.dtype:
+            raise ValueError(f"{self.path}: block {block.dtype} {block.shape} does not fit")
+        self.handle.write(np.ascontiguousarray(block).tobytes())
+        self.written += len(block)
+
+    def close(self) -> None:
+        self.handle.close()
+        if self.written != self.rows:
+            raise ValueError(f"{self.path}: wrote {self.written} rows, declared {self.rows}")
+
+
+def write_labels(root: Path, split: str, labels: np.ndarray) -> None:
+    np.save(root / labels_file(split), labels.astype(np.int64), allow_pickle=False)
+
+
+def write_index(root: Path, class_names: list[str], manifest: pd.DataFrame) -> None:
+    """``classes.json`` and ``manifest.csv``."""
+    (root / CLASSES_FILE).write_text(json.dumps(list(class_names), indent=2) + "\n")
+    manifest.to_csv(root / MANIFEST_FILE, index=False, lineterminator="\n")
+
+
 def write_prepared(
     root: str | Path,
     arrays: dict[str, tuple[np.ndarray, np.ndarray]],
     class_names: list[str],
     manifest: pd.DataFrame,
 ) -> None:
-    """Write the whole folder atomically (see module docstring). ``arrays[split] = (images,
-    labels)``; the caller has validated everything already."""
+    """Write in-memory arrays (``arrays[split] = (images, labels)``) as a whole folder,
+    atomically; for small data built in memory (tests, fixtures). The caller has validated it."""
     with atomic_dir(root) as tmp:
         for split in SPLITS:
             images, labels = arrays[split]
-            np.save(tmp / images_file(split), np.ascontiguousarray(images), allow_pickle=False)
-            np.save(tmp / labels_file(split), labels.astype(np.int64), allow_pickle=False)
-        (tmp / CLASSES_FILE).write_text(json.dumps(list(class_names), indent=2) + "\n")
-        manifest.to_csv(tmp / MANIFEST_FILE, index=False, lineterminator="\n")
+            writer = RowWriter(tmp / images_file(split), len(images), images.shape[1:], "u1")
+            writer.write(images.astype(np.uint8, copy=False))
+            writer.close()
+            write_labels(tmp, split, labels)
+        write_index(tmp, class_names, manifest)
 
 
 def _require(root: Path, names: list[str]) -> None:

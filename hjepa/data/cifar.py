@@ -3,7 +3,8 @@
 Safety, because both the archive and its pickles come from outside:
 - every archive member is vetted before anything is read: a name with ``..`` or an absolute path
   is refused outright, and every member must pass tarfile's ``"data"`` extraction filter
-  (no links leaving the archive, no devices); members are then read in memory, never extracted;
+  (no links leaving the archive, no devices); members are then read in memory one at a time
+  (one batch in memory, not the data set), never extracted;
 - the batches are unpickled with an allow-list unpickler that can build only dicts, lists,
   strings, numbers and numpy arrays, so a crafted pickle cannot run code.
 
@@ -15,18 +16,19 @@ leakage rules as every other source. The ``source`` of an image is ``cifar10:<ba
 from __future__ import annotations
 
 import io
+import os
 import tarfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from PIL import Image
-from tqdm import tqdm
 
 from hjepa.core.errors import UserError
-from hjepa.data.images import to_stored
+from hjepa.data.images import refuse_special, special_file_kind
 from hjepa.data.safe_pickle import SafeUnpickler
-from hjepa.data.sources import RawImages
+from hjepa.data.sources import Chunk, Source, array_chunks
 
 FOLDER = "cifar-10-batches-py"
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -59,8 +61,11 @@ def _vet_member(member: tarfile.TarInfo, archive: Path) -> None:
         ) from None
 
 
-def _read_members(path: Path) -> dict[str, bytes]:
-    """Bytes of the batches and meta, from the tarball or an (extracted) folder."""
+@contextmanager
+def _member_reader(path: Path) -> Iterator[Callable[[str], bytes]]:
+    """A reader of the batches and meta (by short name), from the tarball or an (extracted)
+    folder; every member is vetted and the wanted ones are checked present before any is read.
+    One member is read at a time, so memory holds one batch, not the whole data set."""
     wanted = [*BATCHES, META]
     if path.is_dir():
         folder = path / FOLDER if (path / FOLDER).is_dir() else path
@@ -69,7 +74,11 @@ def _read_members(path: Path) -> dict[str, bytes]:
             raise UserError(
                 f"data.path {folder}: not a CIFAR-10 python folder; missing {', '.join(missing)}"
             )
-        return {n: (folder / n).read_bytes() for n in wanted}
+        yield lambda name: (folder / name).read_bytes()
+        return
+    kind = special_file_kind(os.stat(path).st_mode)
+    if kind is not None:  # opening a FIFO would block forever
+        raise refuse_special(path, kind)
     try:
         tar = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by the `with` below)
     except (tarfile.TarError, OSError) as exc:
@@ -82,21 +91,22 @@ def _read_members(path: Path) -> dict[str, bytes]:
         for member in members:
             _vet_member(member, path)
         by_name = {m.name: m for m in members if m.isfile()}
-        names = {n: f"{FOLDER}/{n}" for n in wanted}
-        missing = [full for full in names.values() if full not in by_name]
+        missing = [f"{FOLDER}/{n}" for n in wanted if f"{FOLDER}/{n}" not in by_name]
         if missing:
             raise UserError(
                 f"data.path {path}: not the CIFAR-10 python tarball; missing member(s) "
                 f"{', '.join(missing)}"
             )
-        out = {}
-        for short, full in names.items():
+
+        def read(name: str) -> bytes:
+            full = f"{FOLDER}/{name}"
             handle = tar.extractfile(by_name[full])
             try:
-                out[short] = handle.read() if handle else b""
+                return handle.read() if handle else b""
             except (tarfile.TarError, OSError, EOFError) as exc:
                 raise UserError(f"{path}: member '{full}' is truncated ({exc})") from None
-        return out
+
+        yield read
 
 
 def _batch_arrays(batch: dict[bytes, Any], where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -113,32 +123,32 @@ def _batch_arrays(batch: dict[bytes, Any], where: str) -> tuple[np.ndarray, np.n
     return data, label_arr
 
 
-def load_cifar10(path: str | Path, size: int, channels: int) -> RawImages:
-    """All 60,000 CIFAR-10 images (train and test batches pooled; see module docstring)."""
+def cifar10_source(path: str | Path) -> Source:
+    """All 60,000 CIFAR-10 images (train and test batches pooled; see module docstring),
+    streamed one batch at a time."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"data.path {path}: CIFAR-10 tarball or folder not found")
-    raw = _read_members(path)
-    meta = _unpickle(raw[META], f"{path}:{META}")
+    with _member_reader(path) as read:
+        meta = _unpickle(read(META), f"{path}:{META}")
     names = meta.get(b"label_names")
     if not isinstance(names, list) or len(names) != 10:
         raise UserError(f"{path}:{META}: b'label_names' must list the 10 class names")
     class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
-    images, labels, sources = [], [], []
-    for batch_name in BATCHES:
-        where = f"{path}:{batch_name}"
-        data, batch_labels = _batch_arrays(_unpickle(raw[batch_name], where), where)
-        chw = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # channel-major → H×W×C
-        for i, pixels in enumerate(tqdm(chw, desc=batch_name, unit="img")):
-            images.append(to_stored(Image.fromarray(np.ascontiguousarray(pixels)), size, channels))
-            sources.append(f"cifar10:{batch_name}:{i}")
-        labels.append(batch_labels)
-    return RawImages(
-        images=np.stack(images),
-        labels=np.concatenate(labels),
-        sources=sources,
+    def chunks() -> Iterator[Chunk]:
+        with _member_reader(path) as read:
+            for batch_name in BATCHES:
+                where = f"{path}:{batch_name}"
+                data, labels = _batch_arrays(_unpickle(read(batch_name), where), where)
+                chw = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # channel-major → HWC
+                sources = [f"cifar10:{batch_name}:{i}" for i in range(len(chw))]
+                yield from array_chunks(chw, labels, sources)
+
+    return Source(
+        name="cifar10",
         class_names=class_names,
         class_origins=[f"cifar10 class '{n}'" for n in class_names],
-        source="cifar10",
+        chunks=chunks(),
+        count=None,  # known only once every batch is read
     )

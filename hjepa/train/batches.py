@@ -38,14 +38,21 @@ class Batch:
     masks: Masks
     second_view: torch.Tensor | None = None  # the same images, another augmentation draw
 
-    def to(self, device: torch.device) -> Batch:
-        moved = {f.name: getattr(self.masks, f.name).to(device) for f in fields(self.masks)}
-        view = self.second_view
-        return Batch(
-            self.images.to(device, non_blocking=True),
-            type(self.masks)(**moved),
-            None if view is None else view.to(device, non_blocking=True),
+    def _map(self, move: Any) -> Batch:
+        masks = type(self.masks)(
+            **{f.name: move(getattr(self.masks, f.name)) for f in fields(self.masks)}
         )
+        view = self.second_view
+        return Batch(move(self.images), masks, None if view is None else move(view))
+
+    def to(self, device: torch.device) -> Batch:
+        """On ``device``; from pinned memory (``make_loader(pin_memory=True)``) the copies are
+        asynchronous, overlapping the previous step."""
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self) -> Batch:
+        """Called by the DataLoader's pinning thread (``pin_memory=True``) on CUDA."""
+        return self._map(lambda t: t.pin_memory())
 
 
 def slice_masks(masks: Masks, start: int, stop: int) -> Masks:
@@ -57,7 +64,7 @@ class PretrainBatches(Dataset):
 
     def __init__(
         self,
-        images: np.ndarray,
+        images: np.ndarray,  # uint8 N×H×W×C; a read-only memory map is read row by row
         batch_size: int,
         seed: int,
         masks: MaskGenerator,
@@ -118,14 +125,17 @@ class PretrainBatches(Dataset):
         )
 
 
-def make_loader(batches: PretrainBatches, num_workers: int) -> DataLoader:
-    """A loader over whole batches (no re-batching); workers build images and masks."""
+def make_loader(batches: PretrainBatches, num_workers: int, pin_memory: bool = False) -> DataLoader:
+    """A loader over whole batches (no re-batching); workers build images and masks, reading
+    only their batch's rows of the (memory-mapped) split. ``pin_memory``: on CUDA, batches
+    arrive in page-locked memory so ``Batch.to`` copies them without blocking."""
     return DataLoader(
         batches,
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,
         collate_fn=_whole_batch,
+        pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if num_workers else None,
     )

@@ -166,7 +166,8 @@ class Pretrainer:
         wait = 0.0
         t0 = t_fetch = time.perf_counter()
         sched = self.schedules.at(epoch * self.steps_per_epoch)
-        for i, batch in enumerate(make_loader(self.batches, self.num_workers)):
+        loader = make_loader(self.batches, self.num_workers, pin_memory=self.device.type == "cuda")
+        for i, batch in enumerate(loader):
             wait += time.perf_counter() - t_fetch
             step = epoch * self.steps_per_epoch + i
             sched = self.schedules.apply(self.optimizer, step)

@@ -1,0 +1,61 @@
+"""Pretraining reads the prepared split at size: memory-mapped, one batch's rows at a time, and
+(on CUDA) through pinned memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_params
+
+from hjepa.core.config import parse_params
+from hjepa.core.prepared import load_split
+from hjepa.train.augment import Augmenter
+from hjepa.train.batches import PretrainBatches, make_loader
+from hjepa.train.masks import MaskGenerator
+
+
+class RowCounter:
+    """An image array that records how many rows each read asks for."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images, self.reads = images, []
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index):
+        rows = self.images[index]
+        self.reads.append(len(rows))
+        return rows
+
+
+def make_batches(images, batch_size: int = 32) -> PretrainBatches:
+    params = parse_params(tiny_params())
+    return PretrainBatches(
+        images,
+        batch_size=batch_size,
+        seed=0,
+        masks=MaskGenerator(params.mask, params.grid_size),
+        augment=Augmenter(params.train.augment),
+    )
+
+
+def test_batches_read_the_memory_map_one_batch_at_a_time(prepared_digits):
+    images, _ = load_split(prepared_digits, "train")
+    assert isinstance(images, np.memmap) and not images.flags.writeable
+    counter = RowCounter(images)
+    batches = make_batches(counter)
+    assert batches.images is counter  # kept by reference, never copied whole
+    for batch in make_loader(batches, num_workers=0):
+        assert batch.images.shape[0] == 32
+    assert counter.reads == [32] * len(batches)  # only each batch's rows were read
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
+def test_loader_pins_batches_on_cuda(prepared_digits):
+    images, _ = load_split(prepared_digits, "train")
+    batch = next(iter(make_loader(make_batches(images), num_workers=1, pin_memory=True)))
+    assert batch.images.is_pinned() and batch.masks.context_idx.is_pinned()
+    moved = batch.to(torch.device("cuda"))
+    assert moved.images.is_cuda and moved.masks.target_idx.is_cuda
