@@ -36,8 +36,8 @@ def make_batches(images, batch_size: int = 32) -> PretrainBatches:
         images,
         batch_size=batch_size,
         seed=0,
-        masks=MaskGenerator(params.mask, params.grid_size),
-        augment=Augmenter(params.train.augment),
+        masks=MaskGenerator.from_params(params.mask, params.grid_size),
+        augment=Augmenter.from_params(params.train.augment),
     )
 
 
