@@ -132,7 +132,7 @@ def test_cv_folds_score_held_out_folds_and_refit_on_train_plus_val():
     accs = []
     for fit, held in StratifiedKFold(3, shuffle=True, random_state=0).split(lx, ly):
         xa, xb = standardise(lx[fit], lx[held])
-        accs.append(accuracy(fit_linear(xa, ly[fit], 1.0, 300, 0).predict(xb), ly[held]))
+        accs.append(accuracy(fit_linear(xa, ly[fit], 1.0, 300).predict(xb), ly[held]))
     assert cv_a.val_top1[1.0] == pytest.approx(np.mean(accs))
 
 
@@ -156,9 +156,9 @@ def test_c_selected_on_val_follows_val_labels():
     x, y = _blobs(500, 3, 8, seed=4, spread=0.5)
     y[:60] = 0  # class 0 is the train majority
     tx, ty, vx, vy = x[:400], y[:400], x[400:], y[400:]
-    good = select_c(tx, ty, vx, vy, [1e-6, 10.0], max_iter=300, seed=0)
+    good = select_c(tx, ty, vx, vy, [1e-6, 10.0], max_iter=300)
     assert good.best_c == 10.0 and good.val_top1[10.0] > good.val_top1[1e-6]
-    flat = select_c(tx, ty, vx, np.zeros_like(vy), [1e-6, 10.0], max_iter=300, seed=0)
+    flat = select_c(tx, ty, vx, np.zeros_like(vy), [1e-6, 10.0], max_iter=300)
     assert flat.best_c == 1e-6 and flat.val_top1[1e-6] == 1.0
 
 
