@@ -121,9 +121,7 @@ def test_pixel_projection_caps_dims_and_is_fixed_by_the_seed():
     np.testing.assert_allclose(projected, pixel_features(images) @ proj.numpy(), atol=1e-4)
 
 
-def test_feature_extraction_reads_a_memory_mapped_split_one_batch_at_a_time(
-    tmp_path, monkeypatch
-):
+def test_feature_extraction_reads_a_memory_mapped_split_one_batch_at_a_time(tmp_path, monkeypatch):
     """No float copy of the whole split: every conversion sees at most ``batch_size`` images."""
     images = np.random.default_rng(0).integers(0, 256, size=(11, 8, 8, 1), dtype=np.uint8)
     np.save(tmp_path / "x.npy", images)
