@@ -32,12 +32,14 @@ def body(params: Params) -> None:
         probe.pool_grid,
     )
     metrics = write_outputs(outcome, METRICS, CONFUSION)
+    pixels = metrics["pixels"]
+    projected = "" if pixels["dims"] == pixels["raw_dims"] else f" ({pixels['dims']}-d projection)"
     print(
         f"probe: linear {metrics['linear_top1']:.4f} (C={metrics['best_c']}), "
         f"k-NN {metrics['knn_top1']:.4f}; random init linear "
         f"{metrics['random_init']['linear_top1']:.4f} / k-NN "
         f"{metrics['random_init']['knn_top1']:.4f}; pixels linear "
-        f"{metrics['pixels']['linear_top1']:.4f} / k-NN {metrics['pixels']['knn_top1']:.4f}"
+        f"{pixels['linear_top1']:.4f} / k-NN {pixels['knn_top1']:.4f}{projected}"
     )
 
 

@@ -132,7 +132,7 @@ def test_cv_folds_score_held_out_folds_and_refit_on_train_plus_val():
     accs = []
     for fit, held in StratifiedKFold(3, shuffle=True, random_state=0).split(lx, ly):
         xa, xb = standardise(lx[fit], lx[held])
-        accs.append(accuracy(fit_linear(xa, ly[fit], 1.0, 300, 0).predict(xb), ly[held]))
+        accs.append(accuracy(fit_linear(xa, ly[fit], 1.0, 300).predict(xb), ly[held]))
     assert cv_a.val_top1[1.0] == pytest.approx(np.mean(accs))
 
 
@@ -156,9 +156,9 @@ def test_c_selected_on_val_follows_val_labels():
     x, y = _blobs(500, 3, 8, seed=4, spread=0.5)
     y[:60] = 0  # class 0 is the train majority
     tx, ty, vx, vy = x[:400], y[:400], x[400:], y[400:]
-    good = select_c(tx, ty, vx, vy, [1e-6, 10.0], max_iter=300, seed=0)
+    good = select_c(tx, ty, vx, vy, [1e-6, 10.0], max_iter=300)
     assert good.best_c == 10.0 and good.val_top1[10.0] > good.val_top1[1e-6]
-    flat = select_c(tx, ty, vx, np.zeros_like(vy), [1e-6, 10.0], max_iter=300, seed=0)
+    flat = select_c(tx, ty, vx, np.zeros_like(vy), [1e-6, 10.0], max_iter=300)
     assert flat.best_c == 1e-6 and flat.val_top1[1e-6] == 1.0
 
 
@@ -387,3 +387,45 @@ def test_probe_stage_error_names_missing_encoder(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "error in stage 'probe'" in err and "models/encoder_ema.pt" in err
     assert not (tmp_path / "metrics" / "probe.json").exists()
+
+
+def test_pixel_dims_caps_the_pixel_baseline_with_a_seeded_projection(tmp_path):
+    """probe.pixel_dims: 8x8x1 = 64 pixels are probed as they are under the default 512, through
+    a seeded random projection to 16 dims when pixel_dims is 16 (recorded in the metrics)."""
+    torch.manual_seed(0)
+    save_encoder(tmp_path / "enc.pt", build_encoder(ARCH))
+    plain = run_probe(tmp_path, tmp_path / "enc.pt", SETTINGS, "last", 2, 16, **_fake_kwargs())
+    pixels = probe_metrics(plain)["pixels"]
+    assert (pixels["dims"], pixels["raw_dims"], pixels["projection"]) == (64, 64, "none")
+    capped = ProbeSettings(**{**SETTINGS.__dict__, "pixel_dims": 16})
+    runs = [
+        run_probe(tmp_path, tmp_path / "enc.pt", capped, "last", 2, 16, **_fake_kwargs())
+        for _ in range(2)
+    ]
+    pixels = probe_metrics(runs[0])["pixels"]
+    assert (pixels["dims"], pixels["raw_dims"], pixels["projection"]) == (16, 64, "gaussian random")
+    np.testing.assert_array_equal(runs[0].pixels.knn_pred, runs[1].pixels.knn_pred)
+    assert runs[0].pixels.linear_top1 >= 0.9  # left vs right bright half survives the projection
+
+
+@pytest.mark.parametrize(("size", "chans"), [(16, 1), (8, 3)])
+def test_foreign_encoder_is_a_user_error_naming_both_shapes(
+    tmp_path, monkeypatch, capsys, size, chans
+):
+    """An encoder built for other images (size or channels) is refused before any feature is
+    extracted, naming what it expects (from its saved arch) and what the data has."""
+    _write_prepared(tmp_path / "data" / "prepared")  # 8x8 images, 1 channel
+    save_encoder(
+        tmp_path / "models" / "encoder_ema.pt",
+        build_encoder({**ARCH, "img_size": size, "in_chans": chans}),
+    )
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        _run_probe_stage(monkeypatch)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"expects {size}x{size} images with {chans} channel(s)" in err
+    assert f"img_size {size}, in_chans {chans}" in err
+    assert "prepared data has 8x8 images with 1 channel(s)" in err
+    assert "Traceback" not in err

@@ -287,6 +287,7 @@ class ProbeParams(Section):
     c_values: list[float] = Field(
         default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1
     )
+    # L-BFGS iterations per fit at most (hjepa.eval.linear; a fit stops earlier at tolerance).
     max_iter: int = Field(1000, gt=0)
     # Issue 9: how C is chosen. 0 = by accuracy on the val split, final fit on train; k >= 2 =
     # by k-fold cross-validation on train + val, final fit on train + val (hjepa.eval.probes).
@@ -294,6 +295,9 @@ class ProbeParams(Section):
     knn_k: int = Field(20, gt=0)
     knn_temperature: float = Field(0.07, gt=0)
     batch_size: int = Field(256, gt=0)
+    # The raw-pixel baseline's dimensions at most: more pixels (H x W x C) are mapped by a fixed
+    # Gaussian random projection drawn from ``seed`` (hjepa.eval.features.pixel_projection).
+    pixel_dims: int = Field(512, gt=0)
 
     @field_validator("c_values")
     @classmethod

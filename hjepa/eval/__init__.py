@@ -1,3 +1,4 @@
-"""The ``probe`` stage: features of a frozen encoder (``features``), the linear probe and
-weighted k-NN (``probes``), and the stage's work over the three feature sets (``stage``).
+"""The ``probe`` stage: features of a frozen encoder (``features``), the torch logistic
+regression solver (``linear``), model selection and weighted k-NN (``probes``), and the stage's
+work over the three feature sets (``stage``).
 """

@@ -3,6 +3,10 @@
 Why one module: the pretrained encoder and its random-init twin must be read out identically
 (same blocks, same pooling, same preprocessing as pretraining via ``to_model_input``), otherwise
 the "gain over random init" would measure a readout difference.
+
+Images are read from the (memory-mapped) split one batch at a time and converted per batch; the
+output array is allocated once. No float copy of a whole split is ever made, so memory is the
+features plus one batch, whatever the number of images.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ __all__ = [
     "encoder_features",
     "feature_depths",
     "pixel_features",
+    "pixel_projection",
     "pool_tokens",
 ]
 
@@ -98,22 +103,55 @@ def encoder_features(
     each cell of a ``pool_grid`` × ``pool_grid`` split of the token grid (see ``pool_tokens``).
     """
     encoder = encoder.to(device).eval()
-    chunks: list[np.ndarray] = []
+    out: np.ndarray | None = None
     with torch.inference_mode():
         for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
-            # np.array copies: prepared splits are read-only memory maps, torch wants writable.
-            x = to_model_input(np.array(images[start : start + batch_size])).to(device)
-            out = encoder(x, return_blocks=depths)
+            x = to_model_input(images[start : start + batch_size]).to(device)
+            result = encoder(x, return_blocks=depths)
             if depths:
-                pooled = torch.cat([pool_tokens(out.blocks[d], pool_grid) for d in depths], dim=1)
+                pooled = torch.cat(
+                    [pool_tokens(result.blocks[d], pool_grid) for d in depths], dim=1
+                )
             else:
-                pooled = pool_tokens(out.tokens, pool_grid)
-            chunks.append(pooled.float().cpu().numpy())
-    if not chunks:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(chunks, axis=0)
+                pooled = pool_tokens(result.tokens, pool_grid)
+            if out is None:
+                out = np.empty((len(images), pooled.shape[1]), dtype=np.float32)
+            out[start : start + len(pooled)] = pooled.float().cpu().numpy()
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
-def pixel_features(images: np.ndarray) -> np.ndarray:
-    """Raw pixels, flattened, with the same scaling the encoder gets (the baseline floor)."""
-    return to_model_input(np.array(images)).reshape(len(images), -1).numpy()
+def pixel_projection(raw_dims: int, max_dims: int, seed: int) -> torch.Tensor | None:
+    """The fixed map that bounds the raw-pixel baseline's cost: ``None`` (pixels kept as they
+    are) when ``raw_dims <= max_dims``, else a Gaussian random projection raw_dims × max_dims
+    with entries N(0, 1/max_dims), drawn on the CPU from ``seed`` alone (same matrix on every
+    device, for every split and every run with that seed).
+
+    Why random and not PCA: it needs no pass over the data, depends on no split, and keeps
+    pairwise distances (Johnson–Lindenstrauss), which is what the k-NN baseline reads. Its
+    memory is raw_dims × max_dims float32 (6 MiB for 32×32×3 → 512, 308 MiB for 224×224×3).
+    """
+    if raw_dims <= max_dims:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(raw_dims, max_dims, generator=generator) / math.sqrt(max_dims)
+
+
+def pixel_features(
+    images: np.ndarray,
+    batch_size: int = 256,
+    projection: torch.Tensor | None = None,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Raw pixels, flattened, with the same scaling the encoder gets (the baseline floor), then
+    multiplied by ``projection`` when given (see ``pixel_projection``); in batches."""
+    raw_dims = int(np.prod(images.shape[1:]))
+    dims = raw_dims if projection is None else int(projection.shape[1])
+    out = np.empty((len(images), dims), dtype=np.float32)
+    proj = None if projection is None else projection.to(device)
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = to_model_input(images[start : start + batch_size]).to(device).flatten(1)
+            if proj is not None:
+                x = x @ proj
+            out[start : start + len(x)] = x.cpu().numpy()
+    return out

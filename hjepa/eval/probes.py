@@ -5,23 +5,27 @@ through the *same* functions here, so a difference between them is a difference 
 in evaluation code. Model selection (``select_c``) receives only train and val arrays, so the test
 labels cannot leak into the choice of regularisation strength; ``evaluate`` touches the test
 labels only after the choice is made.
+
+The linear probe is ``hjepa.eval.linear`` (torch L-BFGS, scikit-learn's objective and C). Every C
+path runs from the strongest regularisation to the weakest, each fit warm-started from the one
+before; k-fold CV solves all folds of a C value as one batched problem.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
+import torch
+import torch.nn.functional as F
 from sklearn.model_selection import StratifiedKFold
-from threadpoolctl import threadpool_limits
 
 from hjepa.core.config import Params
 from hjepa.core.errors import UserError
-from hjepa.core.knn import knn_vote, l2_normalise
+from hjepa.core.knn import knn_vote
+from hjepa.eval.linear import LinearModel, Problems, Solution, fit, predict_rows
 
 __all__ = [
     "CSelection",
@@ -38,15 +42,19 @@ __all__ = [
     "standardise",
 ]
 
-# Rows of the query matrix scored against the bank at once: bounds memory to CHUNK × bank size.
-_KNN_CHUNK = 1024
-# Features × samples × classes below which one BLAS thread is faster (see ``fit_linear``).
+# Similarities held at once by the k-NN (query rows × bank rows): 2^24 float32 = 64 MiB, so a
+# 50,000-image bank is scored ~335 queries at a time and memory does not grow with the data.
+_KNN_BLOCK = 2**24
+# Rows × features × classes × problems below which one CPU thread is faster: each L-BFGS step is
+# a tiny matrix product, and a second thread made the digits probe ~5x slower on this busy 2-core
+# machine; big problems keep all threads.
 _SMALL_PROBLEM = 50_000_000
 
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    """The evaluation knobs (all ``probe.*`` leaves but the feature choice, plus ``seed``)."""
+    """The evaluation knobs (all ``probe.*`` leaves but the encoder feature choice, plus
+    ``seed``); ``pixel_dims`` bounds the raw-pixel baseline (``hjepa.eval.features``)."""
 
     c_values: tuple[float, ...]
     max_iter: int
@@ -54,6 +62,7 @@ class ProbeSettings:
     knn_temperature: float
     seed: int
     cv_folds: int = 0  # 0: choose C on val; k >= 2: k-fold CV on train + val, refit on both
+    pixel_dims: int = 512
 
     @classmethod
     def from_params(cls, params: Params) -> ProbeSettings:
@@ -66,6 +75,7 @@ class ProbeSettings:
             knn_temperature=probe.knn_temperature,
             seed=params.seed,
             cv_folds=probe.cv_folds,
+            pixel_dims=probe.pixel_dims,
         )
 
 
@@ -83,11 +93,13 @@ class FeatureSplits:
 
 @dataclass(frozen=True)
 class CSelection:
-    """``val_top1``: per C, val accuracy (val selection) or mean held-out-fold accuracy (CV)."""
+    """``val_top1``: per C, val accuracy (val selection) or mean held-out-fold accuracy (CV);
+    ``iterations``: L-BFGS iterations spent over the whole path and the final fit."""
 
     best_c: float
     val_top1: dict[float, float]
-    model: LogisticRegression
+    model: LinearModel
+    iterations: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,7 @@ class EvalResult:
     val_top1: dict[float, float]
     linear_pred: np.ndarray
     knn_pred: np.ndarray
+    linear_iterations: int = 0
 
 
 def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
@@ -123,22 +136,32 @@ def per_class_accuracy(
     return out
 
 
-def fit_linear(
-    x: np.ndarray, y: np.ndarray, c: float, max_iter: int, seed: int
-) -> LogisticRegression:
-    """Multinomial logistic regression (lbfgs). Non-convergence at ``max_iter`` is expected for
-    weakly regularised fits and is not an error, so its warning is silenced.
+def _num_classes(*labels: np.ndarray) -> int:
+    return int(max(int(y.max()) for y in labels if len(y))) + 1
 
-    Small problems run with one BLAS thread: each lbfgs step is a tiny matrix product, and
-    multi-threaded BLAS made them ~80x slower on a busy 2-core machine (7 s vs 0.08 s for the
-    digits probe), which is the default setting; big problems keep all threads.
-    """
-    model = LogisticRegression(C=c, solver="lbfgs", max_iter=max_iter, random_state=seed)
-    threads = 1 if x.size * max(len(np.unique(y)), 1) < _SMALL_PROBLEM else None
-    with warnings.catch_warnings(), threadpool_limits(limits=threads, user_api="blas"):
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(x, y)
-    return model
+
+@contextmanager
+def _cpu_threads(work: int, device: torch.device | str) -> Iterator[None]:
+    """One torch thread for a small CPU problem (see ``_SMALL_PROBLEM``), all threads otherwise."""
+    if torch.device(device).type != "cpu" or work >= _SMALL_PROBLEM:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def fit_linear(
+    x: np.ndarray, y: np.ndarray, c: float, max_iter: int, device: torch.device | str = "cpu"
+) -> LinearModel:
+    """One multinomial logistic regression at ``c`` from zeros (``hjepa.eval.linear``).
+    Stopping at ``max_iter`` before the tolerance is expected for weak regularisation."""
+    k = _num_classes(y)
+    with _cpu_threads(x.size * k, device):
+        return fit(Problems.single(x, y, k, device), float(c), max_iter).model()
 
 
 def select_c(
@@ -148,16 +171,27 @@ def select_c(
     val_y: np.ndarray,
     c_values: Sequence[float],
     max_iter: int,
-    seed: int,
+    device: torch.device | str = "cpu",
 ) -> CSelection:
-    """Pick C by val top-1 (ties → the smaller C, the stronger regulariser).
+    """Pick C by val top-1 (ties → the smaller C, the stronger regulariser); C values are fitted
+    from the smallest up, each warm-started from the previous solution.
 
     Deliberately takes no test data: the signature is the guarantee that selection cannot see it.
     """
-    models = {float(c): fit_linear(train_x, train_y, float(c), max_iter, seed) for c in c_values}
-    scores = {c: accuracy(m.predict(val_x), val_y) for c, m in models.items()}
+    k = _num_classes(train_y, val_y)
+    problem = Problems.single(train_x, train_y, k, device)
+    scores: dict[float, float] = {}
+    models: dict[float, LinearModel] = {}
+    solution: Solution | None = None
+    iterations = 0
+    with _cpu_threads(train_x.size * k, device):
+        for c in sorted({float(c) for c in c_values}):
+            solution = fit(problem, c, max_iter, solution)
+            iterations += solution.iterations
+            models[c] = solution.model()
+            scores[c] = accuracy(models[c].predict(val_x), val_y)
     best = _best_c(scores)
-    return CSelection(best_c=best, val_top1=dict(sorted(scores.items())), model=models[best])
+    return CSelection(best_c=best, val_top1=scores, model=models[best], iterations=iterations)
 
 
 def _best_c(scores: dict[float, float]) -> float:
@@ -172,11 +206,14 @@ def cv_select_c(
     max_iter: int,
     seed: int,
     folds: int,
+    device: torch.device | str = "cpu",
 ) -> CSelection:
     """Pick C by mean accuracy over ``folds`` stratified folds of raw features ``x`` (each fold
     standardised with its own training part; ties → the smaller C), then refit on all of ``x``
     standardised (``standardise(x, ...)`` prepares other arrays for the returned model).
 
+    All folds of one C are one batched fit (``Problems.folds``), warm-started from the previous
+    C; the refit starts from the folds' mean solution at the chosen C.
     UserError when a class has fewer than ``folds`` examples.
     """
     counts = np.bincount(y)
@@ -187,22 +224,31 @@ def cv_select_c(
             f"use probe.cv_folds <= {smallest} (or 0: choose C on the val split)"
         )
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed % 2**32)
-    parts = [standardise(x[fit], x[held]) + [y[fit], y[held]] for fit, held in splitter.split(x, y)]
-    scores = {
-        c: float(
-            np.mean(
-                [
-                    accuracy(fit_linear(xa, ya, c, max_iter, seed).predict(xb), yb)
-                    for xa, xb, ya, yb in parts
-                ]
-            )
-        )
-        for c in sorted(float(c) for c in c_values)
-    }
-    best = _best_c(scores)
+    fit_rows = np.zeros((folds, len(y)), dtype=bool)
+    for fold, (rows, _held) in enumerate(splitter.split(x, y)):
+        fit_rows[fold, rows] = True
+    held = torch.as_tensor(~fit_rows, device=device)
+    held_counts = (~fit_rows).sum(axis=1)
     (x_std,) = standardise(x)
+    k = _num_classes(y)
+    problems = Problems.folds(x_std, y, fit_rows, k, device)
+    scores: dict[float, float] = {}
+    solutions: dict[float, Solution] = {}
+    solution: Solution | None = None
+    iterations = 0
+    with _cpu_threads(x.size * k * folds, device):
+        for c in sorted({float(c) for c in c_values}):
+            solution = fit(problems, c, max_iter, solution)
+            iterations += solution.iterations
+            solutions[c] = solution
+            correct = (predict_rows(problems, solution) == problems.y[:, None]).T & held
+            scores[c] = float(np.mean(correct.sum(dim=1).cpu().numpy() / held_counts))
+        best = _best_c(scores)
+        chosen = solutions[best]
+        start = Solution(chosen.weight.mean(0, keepdim=True), chosen.bias.mean(0, keepdim=True), 0)
+        final = fit(Problems.single(x_std, y, k, device), best, max_iter, start)
     return CSelection(
-        best_c=best, val_top1=scores, model=fit_linear(x_std, y, best, max_iter, seed)
+        best_c=best, val_top1=scores, model=final.model(), iterations=iterations + final.iterations
     )
 
 
@@ -213,21 +259,34 @@ def knn_predict(
     k: int,
     temperature: float,
     num_classes: int,
+    device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """DINO-style weighted k-NN: cosine similarity, the k nearest bank rows vote exp(sim / T).
 
-    ``k`` larger than the bank is clamped to the bank size.
+    ``k`` larger than the bank is clamped to the bank size. Queries are scored in blocks of at
+    most ``_KNN_BLOCK`` similarities, so memory stays bounded at any bank size.
     """
-    bank = l2_normalise(bank_x)
-    query = l2_normalise(query_x)
-    preds = np.empty(len(query), dtype=np.int64)
-    for start in range(0, len(query), _KNN_CHUNK):
-        sims = query[start : start + _KNN_CHUNK] @ bank.T
-        preds[start : start + len(sims)] = knn_vote(sims, bank_y, k, temperature, num_classes)
+    bank = F.normalize(_tensor(bank_x, device), dim=1)
+    labels = torch.as_tensor(bank_y, dtype=torch.int64, device=device)
+    rows = max(1, _KNN_BLOCK // max(len(bank), 1))
+    preds = np.empty(len(query_x), dtype=np.int64)
+    for start in range(0, len(query_x), rows):
+        query = F.normalize(_tensor(query_x[start : start + rows], device), dim=1)
+        votes = knn_vote(query @ bank.T, labels, k, temperature, num_classes)
+        preds[start : start + len(query)] = votes.cpu().numpy()
     return preds
 
 
-def evaluate(splits: FeatureSplits, settings: ProbeSettings, num_classes: int) -> EvalResult:
+def _tensor(x: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32), device=device)
+
+
+def evaluate(
+    splits: FeatureSplits,
+    settings: ProbeSettings,
+    num_classes: int,
+    device: torch.device | str = "cpu",
+) -> EvalResult:
     """Choose C (on val, or by k-fold CV on train + val: ``settings.cv_folds``), then score the
     linear probe and the k-NN (train split as the bank, train statistics) on test."""
     train_x, val_x, test_x = standardise(splits.train_x, splits.val_x, splits.test_x)
@@ -240,6 +299,7 @@ def evaluate(splits: FeatureSplits, settings: ProbeSettings, num_classes: int) -
             settings.max_iter,
             settings.seed,
             settings.cv_folds,
+            device,
         )
         _, linear_test_x = standardise(labelled, splits.test_x)
     else:
@@ -250,12 +310,18 @@ def evaluate(splits: FeatureSplits, settings: ProbeSettings, num_classes: int) -
             splits.val_y,
             settings.c_values,
             settings.max_iter,
-            settings.seed,
+            device,
         )
         linear_test_x = test_x
-    linear_pred = chosen.model.predict(linear_test_x).astype(np.int64)
+    linear_pred = chosen.model.predict(linear_test_x)
     knn_pred = knn_predict(
-        train_x, splits.train_y, test_x, settings.knn_k, settings.knn_temperature, num_classes
+        train_x,
+        splits.train_y,
+        test_x,
+        settings.knn_k,
+        settings.knn_temperature,
+        num_classes,
+        device,
     )
     return EvalResult(
         linear_top1=accuracy(linear_pred, splits.test_y),
@@ -264,4 +330,5 @@ def evaluate(splits: FeatureSplits, settings: ProbeSettings, num_classes: int) -
         val_top1=chosen.val_top1,
         linear_pred=linear_pred,
         knn_pred=knn_pred,
+        linear_iterations=chosen.iterations,
     )

@@ -1,8 +1,9 @@
 """The probe stage's work: evaluate the pretrained encoder against its baselines and write results.
 
 Three feature sources go through the same ``hjepa.eval.probes.evaluate``: the frozen EMA target
-encoder, the same architecture at random init (seeded by ``seed``), and raw pixels. The pretrained
-encoder is only interesting relative to the other two, so all three land in one JSON.
+encoder, the same architecture at random init (seeded by ``seed``), and raw pixels (randomly
+projected to ``probe.pixel_dims`` when they have more dimensions). The pretrained encoder is only
+interesting relative to the other two, so all three land in one JSON.
 """
 
 from __future__ import annotations
@@ -22,10 +23,23 @@ import torch
 from hjepa.core.errors import UserError
 from hjepa.core.io import write_json, write_text
 from hjepa.core.prepared import SPLITS
-from hjepa.eval.features import check_pool_grid, encoder_features, feature_depths, pixel_features
+from hjepa.eval.features import (
+    check_pool_grid,
+    encoder_features,
+    feature_depths,
+    pixel_features,
+    pixel_projection,
+)
 from hjepa.eval.probes import EvalResult, FeatureSplits, ProbeSettings, evaluate, per_class_accuracy
 
-__all__ = ["ProbeOutcome", "confusion_csv", "probe_metrics", "run_probe", "write_outputs"]
+__all__ = [
+    "ProbeOutcome",
+    "check_encoder_fits_data",
+    "confusion_csv",
+    "probe_metrics",
+    "run_probe",
+    "write_outputs",
+]
 
 
 @dataclass(frozen=True)
@@ -40,10 +54,27 @@ class ProbeOutcome:
     feature_dim: int
     pool_grid: int
     cv_folds: int = 0
+    pixel_dims: int = 0  # dimensions the pixel baseline was probed on
+    pixel_raw_dims: int = 0  # H × W × C: more than pixel_dims when randomly projected
 
 
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_encoder_fits_data(arch: dict[str, Any], images: np.ndarray, encoder_path: Path) -> None:
+    """UserError unless the encoder was built for images of this size and channel count (an
+    encoder trained on other data would otherwise fail deep inside its patch embedding)."""
+    size, chans = int(arch["img_size"]), int(arch["in_chans"])
+    _, height, width, channels = images.shape
+    if (height, width, channels) != (size, size, chans):
+        raise UserError(
+            f"{encoder_path} expects {size}x{size} images with {chans} channel(s) (its saved "
+            f"architecture: img_size {size}, in_chans {chans}), but the prepared data has "
+            f"{height}x{width} images with {channels} channel(s); rerun pretraining on this data "
+            "(`dvc repro pretrain`) or prepare data of the encoder's size "
+            "(data.image_size, data.channels)"
+        )
 
 
 def run_probe(
@@ -70,6 +101,7 @@ def run_probe(
 
     encoder = load_encoder(encoder_path)
     arch = dict(encoder.arch)
+    check_encoder_fits_data(arch, data["train"][0], encoder_path)
     depths = feature_depths(arch, features, last_k)
     check_pool_grid(pool_grid, encoder.grid_size)
     torch.manual_seed(settings.seed)
@@ -78,6 +110,8 @@ def run_probe(
     device = _device()
     results: dict[str, EvalResult] = {}
     dim = 0
+    raw_dims = int(np.prod(data["train"][0].shape[1:]))
+    projection = pixel_projection(raw_dims, settings.pixel_dims, settings.seed)
     sources: dict[str, Callable[[np.ndarray, str], np.ndarray]] = {
         "pretrained": lambda x, s: encoder_features(
             encoder, x, depths, batch_size, f"pretrained {s}", device, pool_grid
@@ -85,7 +119,7 @@ def run_probe(
         "random_init": lambda x, s: encoder_features(
             random_encoder, x, depths, batch_size, f"random-init {s}", device, pool_grid
         ),
-        "pixels": lambda x, s: pixel_features(x),
+        "pixels": lambda x, s: pixel_features(x, batch_size, projection, device),
     }
     for name, extract in sources.items():
         feats = {s: extract(data[s][0], s) for s in SPLITS}
@@ -99,7 +133,7 @@ def run_probe(
             test_x=feats["test"],
             test_y=data["test"][1],
         )
-        results[name] = evaluate(splits, settings, num_classes=len(names))
+        results[name] = evaluate(splits, settings, len(names), device)
     return ProbeOutcome(
         pretrained=results["pretrained"],
         random_init=results["random_init"],
@@ -111,6 +145,8 @@ def run_probe(
         feature_dim=dim,
         pool_grid=pool_grid,
         cv_folds=settings.cv_folds,
+        pixel_dims=raw_dims if projection is None else int(projection.shape[1]),
+        pixel_raw_dims=raw_dims,
     )
 
 
@@ -134,6 +170,11 @@ def probe_metrics(outcome: ProbeOutcome) -> dict[str, Any]:
             "linear_top1": _clean(pix.linear_top1),
             "knn_top1": _clean(pix.knn_top1),
             "best_c": pix.best_c,
+            "dims": outcome.pixel_dims,
+            "raw_dims": outcome.pixel_raw_dims,
+            "projection": (
+                "none" if outcome.pixel_dims == outcome.pixel_raw_dims else "gaussian random"
+            ),
         },
         "gain_over_random_init": _clean(pre.linear_top1 - rnd.linear_top1),
         "best_c": pre.best_c,

@@ -168,6 +168,17 @@ def _pooling(probe: dict[str, Any]) -> str:
     return how if dim is None else f"{how} ({dim}-d)"
 
 
+def _pixel_baseline(probe: dict[str, Any]) -> str:
+    """How the raw-pixel baseline was probed: all pixels, or a random projection of them."""
+    pixels = probe.get("pixels") or {}
+    dims, raw = pixels.get("dims"), pixels.get("raw_dims")
+    if dims is None or raw is None:
+        return "—"
+    if dims == raw:
+        return f"{raw} pixels as they are"
+    return f"{raw} pixels, randomly projected to {dims} dims (fixed Gaussian matrix from `seed`)"
+
+
 def _results(inp: ReportInputs, rel: str) -> list[str]:
     """The answer first: the probe against its baselines, the gain, and the loss curves."""
     probe = inp.probe
@@ -182,6 +193,7 @@ def _results(inp: ReportInputs, rel: str) -> list[str]:
         ("C chosen by", fmt(probe.get("c_selection"))),
         ("features", fmt(probe.get("features"))),
         ("pooling", _pooling(probe)),
+        ("pixel baseline", _pixel_baseline(probe)),
     ]
     out = [
         "## Results (frozen features, test split)",

@@ -62,7 +62,11 @@ def loo_knn_accuracy(
     x = l2_normalise((x - x.mean(0)) / np.maximum(x.std(0), 1e-8), np.float64)
     sims = x @ x.T
     np.fill_diagonal(sims, -np.inf)  # leave one out: an image never votes for itself
-    preds = knn_vote(sims, labels, min(k, n - 1), temperature, int(labels.max()) + 1)
+    bank_labels = torch.as_tensor(labels, dtype=torch.int64)
+    votes = knn_vote(
+        torch.from_numpy(sims), bank_labels, min(k, n - 1), temperature, int(labels.max()) + 1
+    )
+    preds = votes.numpy()
     return float(np.mean(preds == labels))
 
 
