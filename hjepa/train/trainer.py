@@ -42,6 +42,7 @@ from hjepa.train.checkpoint import (
     remove_stale_temp_files,
     save_checkpoint,
 )
+from hjepa.train.collapse import CollapseCheck, check_collapse, warn
 from hjepa.train.diagnostics import encoder_diagnostics
 from hjepa.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from hjepa.train.ema import ema_update, momentum_at
@@ -456,6 +457,9 @@ class Pretrainer:
                 f"WARNING: target features collapsed in epoch {epoch + 1} (std {target_std:.2e} "
                 f"< {COLLAPSE_STD}); the encoder outputs nearly the same vector for every input"
             )
+        collapse = self._collapse()
+        if collapse.detected and collapse.epoch == epoch + 1 and self.dist.is_main:
+            warn(collapse.message())
         if writer is not None:
             writer.add_scalar("epoch/loss", loss, row["step"])
             for key in ("reg_loss", "inv_loss", "effective_rank", "position_share", "knn_monitor"):
@@ -486,6 +490,11 @@ class Pretrainer:
                 knn = val["knn_monitor"]
             out["knn_monitor"] = knn
         return out
+
+    def _collapse(self) -> CollapseCheck:
+        """Dimensional-collapse verdict on the effective ranks logged so far (collapse.py)."""
+        ranks = [float(row["effective_rank"]) for row in self.rows]
+        return check_collapse(ranks, self.params.model.width, self.epochs)
 
     # -------------------------------------------------------------------------- logging
     def _writer(self) -> Any:
@@ -537,6 +546,7 @@ class Pretrainer:
             "effective_rank": last["effective_rank"],
             "position_share": last["position_share"],
             "collapsed": bool(last["target_std"] < COLLAPSE_STD),
+            "collapse": self._collapse().as_metrics(),
             "encoder_params": n_params,
             "layerscale": bool(self.params.model.layerscale.use_layerscale),
         }
