@@ -28,6 +28,9 @@ def test_threshold_is_five_percent_of_the_width_with_a_floor():
     assert rank_threshold(128) == pytest.approx(6.4)
     assert rank_threshold(768) == pytest.approx(38.4)
     assert rank_threshold(16) == 2.0  # narrow encoders: the floor
+    # 256 images span at most 255 directions: a wider encoder is judged against those.
+    assert rank_threshold(768, samples=256) == pytest.approx(0.05 * 255)
+    assert rank_threshold(128, samples=256) == pytest.approx(6.4)
 
 
 def test_healthy_default_run_does_not_warn_although_it_starts_below_the_threshold():
@@ -81,7 +84,7 @@ def test_warning_line_and_metrics_block_carry_the_numbers():
     verdict = check_collapse([5.0, 4.2], width=128, epochs=2)
     line = verdict.message()
     assert line.startswith("warning: dimensional collapse at epoch 2/2")
-    assert "4.2 of 128" in line and "below 6.4" in line and "\n" not in line
+    assert "4.2 of 128" in line and "below the threshold of 6.4" in line and "\n" not in line
     assert verdict.as_metrics() == {
         "detected": True,
         "reason": "low_rank",

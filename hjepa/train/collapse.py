@@ -60,9 +60,12 @@ FALL_FRACTION = 0.25  # falling fast: below a quarter of the best rank so far
 ARM_FRACTION = 0.5  # the low-rank signal counts from this fraction of the epochs on
 
 
-def rank_threshold(width: int) -> float:
-    """The effective rank below which pooled features of ``width`` dimensions count as collapsed."""
-    return max(MIN_RANK, RANK_FRACTION * width)
+def rank_threshold(width: int, samples: int | None = None) -> float:
+    """The effective rank below which pooled features of ``width`` dimensions, measured on
+    ``samples`` images, count as collapsed. N images span at most N - 1 directions, so a width
+    above that is measured against N - 1 instead (the per-epoch diagnostics use 256 images)."""
+    measurable = width if samples is None else min(width, max(samples - 1, 1))
+    return max(MIN_RANK, RANK_FRACTION * measurable)
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ class CollapseCheck:
                 f"{self.best_epoch})"
             )
         else:
-            why = f"below {self.threshold:.1f} ({RANK_FRACTION:.0%} of the width)"
+            why = f"below the threshold of {self.threshold:.1f} ({RANK_FRACTION:.0%} of the width)"
         return (
             f"warning: dimensional collapse at {where}: {rank} {why}; the encoder maps every image "
             "into a few directions and the probes will suffer. An anti-collapse term "
@@ -111,11 +114,14 @@ class CollapseCheck:
         )
 
 
-def check_collapse(ranks: Sequence[float], width: int, epochs: int) -> CollapseCheck:
-    """The verdict after ``len(ranks)`` of ``epochs`` epochs, ``ranks[i]`` logged at epoch i+1."""
+def check_collapse(
+    ranks: Sequence[float], width: int, epochs: int, samples: int | None = None
+) -> CollapseCheck:
+    """The verdict after ``len(ranks)`` of ``epochs`` epochs, ``ranks[i]`` logged at epoch i+1
+    on ``samples`` images."""
     if not ranks:
         raise ValueError("check_collapse needs the effective rank of at least one epoch")
-    threshold = rank_threshold(width)
+    threshold = rank_threshold(width, samples)
     armed_from = max(1, math.ceil(ARM_FRACTION * epochs))
     best, best_epoch = -math.inf, 0
     for epoch, rank in enumerate(ranks, start=1):

@@ -494,7 +494,7 @@ class Pretrainer:
     def _collapse(self) -> CollapseCheck:
         """Dimensional-collapse verdict on the effective ranks logged so far (collapse.py)."""
         ranks = [float(row["effective_rank"]) for row in self.rows]
-        return check_collapse(ranks, self.params.model.width, self.epochs)
+        return check_collapse(ranks, self.params.model.width, self.epochs, len(self.diag_images))
 
     # -------------------------------------------------------------------------- logging
     def _writer(self) -> Any:
