@@ -11,7 +11,7 @@ resumed run reaches the same verdict as an uninterrupted one, with no state of i
 Two signals, each with a constant chosen from this project's measurements (digits, width 128):
 
 - **Low rank**: the effective rank is below ``max(MIN_RANK, RANK_FRACTION × width)`` (6.4 of 128).
-  In the 3-seed digits screens (benchmarks/RESULTS.md) every run at 5.5 or below gained nothing
+  In this project's digits screens (benchmarks/RESULTS.md) every run at 5.5 or below gained nothing
   significant on the 20-NN probe over its random init (−7.1 to +1.2 points: issue 9's failure at
   4.5, the other recipes without a regulariser at 3.9–5.0), and issue 20's H-JEPA alone at 4.2
   lost 21 points; weak regularisers at 6.1–7.0 (SIGReg, VICReg 0.01) gained +1.1 to +6.6; every
