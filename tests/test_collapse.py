@@ -103,6 +103,25 @@ def test_check_needs_at_least_one_epoch():
         check_collapse([], width=128, epochs=4)
 
 
+def test_warning_stays_a_line_of_its_own_under_a_progress_bar(capsys):
+    """In a log file (DVC, Prefect) a tqdm bar redraws with carriage returns; the flows keep the
+    last redraw of each line, which must be the warning itself, so it can be mapped to WARNING."""
+    import sys
+
+    from tqdm import tqdm
+
+    from flows.dvc_run import visible_line
+
+    bar = tqdm(total=10, file=sys.stderr, mininterval=0, desc="pretrain")
+    bar.update(3)
+    collapse.warn("warning: dimensional collapse at epoch 2/4: test")
+    bar.update(3)
+    bar.close()
+    raw = capsys.readouterr().err.encode().split(b"\n")
+    lines = [visible_line(line) for line in raw]
+    assert "warning: dimensional collapse at epoch 2/4: test" in lines
+
+
 # ------------------------------------------------------------------------------ the trainer
 def _pretrain(tmp_path, prepared_digits):
     d = stage_dir(tmp_path, prepared_digits)
