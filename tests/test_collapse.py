@@ -84,7 +84,7 @@ def test_warning_line_and_metrics_block_carry_the_numbers():
     verdict = check_collapse([5.0, 4.2], width=128, epochs=2)
     line = verdict.message()
     assert line.startswith("warning: dimensional collapse at epoch 2/2")
-    assert "4.2 of 128" in line and "below the threshold of 6.4" in line and "\n" not in line
+    assert "pooled features is 4.2 of 128, below the threshold of 6.4" in line and "\n" not in line
     assert verdict.as_metrics() == {
         "detected": True,
         "reason": "low_rank",
@@ -95,7 +95,7 @@ def test_warning_line_and_metrics_block_carry_the_numbers():
         "threshold": pytest.approx(6.4),
     }
     falling = check_collapse([5.0, 45.0, 10.0], width=128, epochs=40).message()
-    assert "fell below a quarter of its best (45.0 at epoch 2)" in falling
+    assert "is 10.0 of 128, below a quarter of its best so far (45.0 at epoch 2)" in falling
 
 
 def test_check_needs_at_least_one_epoch():

@@ -98,17 +98,16 @@ class CollapseCheck:
     def message(self) -> str:
         """One log line starting with ``warning:`` (Prefect flows log such lines as WARNING)."""
         where = f"epoch {self.epoch}/{self.epochs}"
-        rank = f"effective rank of the pooled features {self.effective_rank:.1f} of {self.width}"
+        rank = f"{self.effective_rank:.1f} of {self.width}"
         if self.reason == "falling":
-            why = (
-                f"fell below a quarter of its best ({self.best_effective_rank:.1f} at epoch "
-                f"{self.best_epoch})"
-            )
+            best = f"{self.best_effective_rank:.1f} at epoch {self.best_epoch}"
+            why = f"below a quarter of its best so far ({best})"
         else:
-            why = f"below the threshold of {self.threshold:.1f} ({RANK_FRACTION:.0%} of the width)"
+            why = f"below the threshold of {self.threshold:.1f} (hjepa/train/collapse.py)"
         return (
-            f"warning: dimensional collapse at {where}: {rank} {why}; the encoder maps every image "
-            "into a few directions and the probes will suffer. An anti-collapse term "
+            f"warning: dimensional collapse at {where}: the effective rank of the pooled features "
+            f"is {rank}, {why}; the encoder maps every image into a few directions and the probes "
+            "will suffer. An anti-collapse term "
             "(model.vicreg_weight, model.invariance_weight) or, for a short run, more epochs "
             "usually lifts it."
         )
