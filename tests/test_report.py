@@ -150,6 +150,39 @@ def test_warning_in_report_when_no_gain(tmp_path):
     assert "does not beat its random init" in (tmp_path / "r.md").read_text()
 
 
+@pytest.mark.parametrize(
+    "block, expected",
+    [
+        (None, None),
+        ({"detected": False, "reason": None, "epoch": None, "effective_rank": 54.4}, None),
+        (
+            {"detected": True, "reason": "low_rank", "epoch": 2, "effective_rank": 4.2,
+             "best_effective_rank": 5.1, "width": 128, "threshold": 6.4},
+            "In epoch 2 of 2 the effective rank of the pooled features was 4.2 of 128, below the "
+            "threshold of 6.4",
+        ),
+        (
+            {"detected": True, "reason": "falling", "epoch": 2, "effective_rank": 9.0,
+             "best_effective_rank": 45.0, "width": 128, "threshold": 6.4},
+            "had fallen to 9.0 of 128, below a quarter of its best so far (45.0)",
+        ),
+    ],
+)  # fmt: skip
+def test_collapse_warning_near_the_top_only_when_detected(tmp_path, block, expected):
+    _fake_metrics(tmp_path, gammas=False)
+    path = tmp_path / "metrics" / "pretrain.json"
+    pretrain = json.loads(path.read_text())
+    if block is not None:
+        pretrain["collapse"] = block
+    path.write_text(json.dumps(pretrain))
+    build_report(tmp_path, tmp_path / "r.md", tmp_path / "figs", params=_params())
+    text = (tmp_path / "r.md").read_text()
+    assert ("dimensional collapse" in text) == (expected is not None)
+    if expected is not None:
+        head = text[: text.index("## What was run")]
+        assert "> **Warning: dimensional collapse.**" in head and expected in head
+
+
 def test_missing_input_is_a_user_error_naming_the_file(tmp_path):
     _fake_metrics(tmp_path, gammas=False)
     (tmp_path / "metrics" / "probe.json").unlink()

@@ -35,6 +35,7 @@ from hjepa.models.hjepa import HJEPA, Masks
 from hjepa.train.augment import Augmenter
 from hjepa.train.batches import PretrainBatches, make_loader
 from hjepa.train.checkpoint import find_resume_point, remove_stale_temp_files, save_checkpoint
+from hjepa.train.collapse import CollapseCheck, check_collapse, warn
 from hjepa.train.diagnostics import encoder_diagnostics
 from hjepa.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from hjepa.train.ema import ema_update
@@ -248,10 +249,13 @@ class Pretrainer:
                 f"({self.params.train.lr}) or raise train.warmup_epochs"
             )
         if target_std < COLLAPSE_STD and self.dist.is_main:
-            self.log(
-                f"WARNING: target features collapsed in epoch {epoch + 1} (std {target_std:.2e} "
+            warn(
+                f"warning: target features collapsed in epoch {epoch + 1} (std {target_std:.2e} "
                 f"< {COLLAPSE_STD}); the encoder outputs nearly the same vector for every input"
             )
+        collapse = self._collapse()
+        if collapse.detected and collapse.epoch == epoch + 1 and self.dist.is_main:
+            warn(collapse.message())
         every, keep = self.params.train.checkpoint_every, self.params.train.keep_checkpoints
         if self.dist.is_main and ((epoch + 1) % every == 0 or epoch + 1 == self.epochs):
             save_checkpoint(self.paths.checkpoints, epoch + 1, self._state(epoch + 1), keep)
@@ -271,6 +275,11 @@ class Pretrainer:
                 knn = val["knn_monitor"]
             out["knn_monitor"] = knn
         return out
+
+    def _collapse(self) -> CollapseCheck:
+        """Dimensional-collapse verdict on the effective ranks logged so far (collapse.py)."""
+        ranks = [float(row["effective_rank"]) for row in self.run_log.rows]
+        return check_collapse(ranks, self.params.model.width, self.epochs, len(self.diag_images))
 
     # ------------------------------------------------------------------ checkpoint state
     def _state(self, epoch: int) -> dict[str, Any]:
@@ -336,6 +345,8 @@ class Pretrainer:
             "effective_rank": last["effective_rank"],
             "position_share": last["position_share"],
             "collapsed": bool(last["target_std"] < COLLAPSE_STD),
+            "collapse": self._collapse().as_metrics(),
+            "collapse": self._collapse().as_metrics(),
             "encoder_params": n_params,
             "layerscale": bool(self.params.model.layerscale.use_layerscale),
         }
