@@ -54,7 +54,13 @@ def data_fingerprint(data_dir: Path) -> str:
     """Hash of the prepared data's manifest (file names, labels, image hashes, splits)."""
     manifest = data_dir / "manifest.csv"
     source = manifest if manifest.is_file() else data_dir / "train_images.npy"
-    return hashlib.sha256(source.read_bytes()).hexdigest()[:16] if source.is_file() else "none"
+    if not source.is_file():
+        return "none"
+    digest = hashlib.sha256()
+    with open(source, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):  # streamed: any size of data set
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def training_hash(params: Params, data_fingerprint: str) -> str:

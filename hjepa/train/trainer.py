@@ -52,6 +52,7 @@ from hjepa.train.run_log import RunLog, gamma_stats, write_tsv
 
 COLLAPSE_STD = 1e-3  # target-feature std below this = representation collapse
 DIAG_IMAGES = 256  # train images (fixed) behind the per-epoch rank / position-share diagnostics
+MONITOR_IMAGES = 2048  # at most this many val images (fixed) behind the online k-NN monitor
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,11 @@ class Pretrainer:
         self.diag_images = to_model_input(np.array(images[np.sort(pick)]))
         self.monitor: tuple[torch.Tensor, np.ndarray] | None = None
         if t.monitor_every > 0:
+            # A fixed subset, so the monitor's memory and time do not grow with the data set.
             val_images, val_labels = load_split(paths.data_dir, "val")
-            self.monitor = (to_model_input(np.array(val_images)), np.asarray(val_labels))
+            rows = np.random.default_rng(params.seed).permutation(len(val_images))
+            rows = np.sort(rows[:MONITOR_IMAGES])
+            self.monitor = (to_model_input(val_images[rows]), np.asarray(val_labels[rows]))
         self.batches = PretrainBatches(
             images,
             batch_size=t.batch_size,
@@ -345,7 +349,6 @@ class Pretrainer:
             "effective_rank": last["effective_rank"],
             "position_share": last["position_share"],
             "collapsed": bool(last["target_std"] < COLLAPSE_STD),
-            "collapse": self._collapse().as_metrics(),
             "collapse": self._collapse().as_metrics(),
             "encoder_params": n_params,
             "layerscale": bool(self.params.model.layerscale.use_layerscale),
