@@ -89,11 +89,13 @@ def run_probe(
     class_names: Callable[[Path], list[str]] | None = None,
 ) -> ProbeOutcome:
     """Evaluate ``encoder_path`` (and its baselines) on the prepared data in ``data_root``."""
-    from hjepa.core import prepared
     from hjepa.models.encoder import build_encoder, load_encoder
 
-    load_split = load_split or prepared.load_split
-    class_names = class_names or prepared.class_names
+    if load_split is None or class_names is None:
+        from hjepa.core import prepared  # pandas: only needed to read data/prepared
+
+        load_split = load_split or prepared.load_split
+        class_names = class_names or prepared.class_names
     if not encoder_path.is_file():
         raise UserError(f"{encoder_path}: encoder file not found (run the pretrain stage first)")
     data = {s: load_split(data_root, s) for s in SPLITS}
