@@ -7,18 +7,26 @@ tiny params there, make a first commit, and run DVC / Prefect inside it.
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from hjepa.core.config import apply_overrides
+from hjepa.data.cifar import BATCHES, cifar10_source
+from hjepa.data.sources import Source, digits_source, image_folder_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,3 +177,77 @@ def run_stage_subprocess(
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+# ------------------------------------------------------------- data sources (image folders, CIFAR)
+@dataclass
+class Collected:
+    """A whole source converted in this process (what prepare's workers would produce)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    sources: list[str]
+    class_names: list[str]
+
+
+def collect(source: Source, size: int, channels: int) -> Collected:
+    chunks = list(source.chunks)
+    return Collected(
+        images=np.concatenate([c.convert(c.payload, size, channels) for c in chunks]),
+        labels=np.concatenate([c.labels for c in chunks]),
+        sources=[s for c in chunks for s in c.sources],
+        class_names=source.class_names,
+    )
+
+
+def load_digits(size: int, channels: int) -> Collected:
+    return collect(digits_source(), size, channels)
+
+
+def load_image_folder(root: Path, size: int, channels: int) -> Collected:
+    return collect(image_folder_source(root), size, channels)
+
+
+def load_cifar10(path: Path, size: int, channels: int) -> Collected:
+    return collect(cifar10_source(path), size, channels)
+
+
+def save_image(path: Path, color: tuple[int, int, int] | int, size: tuple[int, int], mode: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color).save(path)
+
+
+def make_folder(root: Path, per_class: int = 4) -> Path:
+    """Two classes with distinct images: 'b_gray' (PNG, L) and 'a_rgb' (JPEG, RGB)."""
+    for i in range(per_class):
+        save_image(root / "b_gray" / f"{i}.png", 10 + 40 * i, (5 + i, 7), "L")
+        save_image(root / "a_rgb" / f"{i}.jpg", (200, 20 * i, 0), (9, 6 + i), "RGB")
+    return root
+
+
+def cifar_batch(n: int, offset: int, rng: np.random.Generator) -> dict[bytes, object]:
+    return {
+        b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+        b"labels": [(offset + i) % 10 for i in range(n)],
+        b"batch_label": b"x",
+    }
+
+
+def make_cifar_members(n: int = 5, seed: int = 0) -> dict[str, bytes]:
+    rng = np.random.default_rng(seed)
+    out = {
+        f"cifar-10-batches-py/{b}": pickle.dumps(cifar_batch(n, k * n, rng), protocol=2)
+        for k, b in enumerate(BATCHES)
+    }
+    names = [f"class{k}".encode() for k in range(10)]
+    out["cifar-10-batches-py/batches.meta"] = pickle.dumps({b"label_names": names}, protocol=2)
+    return out
+
+
+def make_tar(path: Path, members: dict[str, bytes], mode: str = "w:gz") -> Path:
+    with tarfile.open(path, mode) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_params
-from PIL import Image
-from test_data_sources import (
+from conftest import (
     load_image_folder,
     make_cifar_members,
     make_folder,
     make_tar,
     save_image,
+    tiny_params,
 )
+from PIL import Image
 
 from hjepa.core.config import parse_params
 from hjepa.core.errors import UserError

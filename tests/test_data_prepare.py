@@ -13,8 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, project_env, run, tiny_params
-from test_data_sources import make_cifar_members, make_folder, make_tar, save_image
+from conftest import (
+    ROOT,
+    make_cifar_members,
+    make_folder,
+    make_tar,
+    project_env,
+    run,
+    save_image,
+    tiny_params,
+)
 
 from hjepa.core import prepared
 from hjepa.core.config import parse_params

@@ -6,90 +6,22 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import (
+    load_cifar10,
+    load_digits,
+    load_image_folder,
+    make_cifar_members,
+    make_folder,
+    make_tar,
+    save_image,
+)
 from PIL import Image
 
 from hjepa.core.errors import UserError
-from hjepa.data.cifar import BATCHES, cifar10_source
-from hjepa.data.sources import Source, digits_source, image_folder_source
-
-
-# ----------------------------------------------------------------------------------- helpers
-@dataclass
-class Collected:
-    """A whole source converted in this process (what prepare's workers would produce)."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    sources: list[str]
-    class_names: list[str]
-
-
-def collect(source: Source, size: int, channels: int) -> Collected:
-    chunks = list(source.chunks)
-    return Collected(
-        images=np.concatenate([c.convert(c.payload, size, channels) for c in chunks]),
-        labels=np.concatenate([c.labels for c in chunks]),
-        sources=[s for c in chunks for s in c.sources],
-        class_names=source.class_names,
-    )
-
-
-def load_digits(size: int, channels: int) -> Collected:
-    return collect(digits_source(), size, channels)
-
-
-def load_image_folder(root: Path, size: int, channels: int) -> Collected:
-    return collect(image_folder_source(root), size, channels)
-
-
-def load_cifar10(path: Path, size: int, channels: int) -> Collected:
-    return collect(cifar10_source(path), size, channels)
-
-
-def save_image(path: Path, color: tuple[int, int, int] | int, size: tuple[int, int], mode: str):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new(mode, size, color).save(path)
-
-
-def make_folder(root: Path, per_class: int = 4) -> Path:
-    """Two classes with distinct images: 'b_gray' (PNG, L) and 'a_rgb' (JPEG, RGB)."""
-    for i in range(per_class):
-        save_image(root / "b_gray" / f"{i}.png", 10 + 40 * i, (5 + i, 7), "L")
-        save_image(root / "a_rgb" / f"{i}.jpg", (200, 20 * i, 0), (9, 6 + i), "RGB")
-    return root
-
-
-def cifar_batch(n: int, offset: int, rng: np.random.Generator) -> dict[bytes, object]:
-    return {
-        b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-        b"labels": [(offset + i) % 10 for i in range(n)],
-        b"batch_label": b"x",
-    }
-
-
-def make_cifar_members(n: int = 5, seed: int = 0) -> dict[str, bytes]:
-    rng = np.random.default_rng(seed)
-    out = {
-        f"cifar-10-batches-py/{b}": pickle.dumps(cifar_batch(n, k * n, rng), protocol=2)
-        for k, b in enumerate(BATCHES)
-    }
-    names = [f"class{k}".encode() for k in range(10)]
-    out["cifar-10-batches-py/batches.meta"] = pickle.dumps({b"label_names": names}, protocol=2)
-    return out
-
-
-def make_tar(path: Path, members: dict[str, bytes], mode: str = "w:gz") -> Path:
-    with tarfile.open(path, mode) as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 # ------------------------------------------------------------------------------------ digits

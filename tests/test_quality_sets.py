@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_params
+from conftest import ROOT, load_image_folder, tiny_params
 
 from hjepa.core.errors import UserError
-from hjepa.data.sources import load_image_folder
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_quality  # noqa: E402
