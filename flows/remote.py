@@ -3,9 +3,9 @@
 Across machines nothing is shared but two remotes: the **git remote** (code, params, and the
 experiment refs DVC stores as git refs) and the **DVC remote** (stage outputs and DVC's
 run-cache). A worker checks out the commit it was asked for, runs with ``--pull`` (outputs DVC's
-run-cache already knows are downloaded, not recomputed), and pushes its experiment to both
-remotes; the machine that gathers the results pulls only the experiment refs, which carry params
-and metrics (metrics files are ``cache: false``, so they live in git).
+run-cache already knows are downloaded, not recomputed), and pushes its experiment and the
+run-cache to the remotes; the machine that gathers the results pulls only the experiment refs,
+which carry params and metrics (metrics files are ``cache: false``, so they live in git).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from flows.dvc_run import check_dvc, stream_dvc
 from flows.env import subprocess_env
 from hjepa.core.errors import UserError
+from hjepa.integration.dvc_repo import push_run_cache
 
 GIT_SECONDS = 300.0  # a fetch or checkout of a lab repository; anything longer is a hang
 
@@ -91,10 +92,12 @@ def default_dvc_remote(project_dir: str | Path, on_line: Callable[[str], None]) 
 def push_experiment(
     project_dir: str | Path, name: str, git_remote: str, on_line: Callable[[str], None]
 ) -> None:
-    """``dvc exp push --run-cache``: the experiment ref to ``git_remote``; its outputs and the
-    run-cache entries of the stages it ran to the default DVC remote (so other machines can
-    restore them instead of recomputing)."""
-    check_dvc(["exp", "push", "--run-cache", git_remote, name], project_dir, on_line)
+    """The experiment ref to ``git_remote`` and its outputs to the default DVC remote
+    (``dvc exp push``), then the run-cache with the outputs it names (``push_run_cache``), so
+    other machines restore those stages instead of recomputing them."""
+    check_dvc(["exp", "push", git_remote, name], project_dir, on_line)
+    entries, sent = push_run_cache(project_dir)
+    on_line(f"run-cache pushed: {entries} entries, {sent} objects sent")
 
 
 def pull_experiment_refs(

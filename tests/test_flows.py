@@ -305,6 +305,7 @@ def test_deployments_have_schedule_and_parameter_schema(
     with get_client(sync_client=True) as client:
         pipe = client.read_deployment_by_name(f"hjepa-pipeline/{PIPELINE_DEPLOYMENT}")
         exps = client.read_deployment_by_name(f"hjepa-experiments/{EXPERIMENTS_DEPLOYMENT}")
+        pool = client.read_deployment_by_name(f"hjepa-experiments-pool/{EXPERIMENTS_DEPLOYMENT}")
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in pipe.schedules] == [
         ("15 3 * * 1", "Europe/Paris", True)
     ]
@@ -315,10 +316,11 @@ def test_deployments_have_schedule_and_parameter_schema(
     assert props["retry_delay_seconds"]["type"] == "number"
 
     assert exps.schedules == []
+    assert pool.parameters == {"project_dir": str(root)}
+    assert pool.parameter_openapi_schema["required"] == ["overrides"]
     schema = exps.parameter_openapi_schema
     assert schema["required"] == ["overrides"]
     assert schema["properties"]["overrides"]["type"] == "array"
-    assert schema["properties"]["task_runner"]["enum"] == ["thread", "dask"]
     assert schema["properties"]["jobs"]["minimum"] == 1
     timeout = schema["properties"]["timeout_minutes"]
     assert (timeout["exclusiveMinimum"], timeout["maximum"], timeout["default"]) == (0, 10080, 1440)
