@@ -20,6 +20,7 @@ from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL
 
 from flows.pool import POOL_DEPLOYMENT, hjepa_pool_experiment
 
@@ -97,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not PREFECT_API_URL.value():
+        # Without it Prefect would register the pool with a throw-away server of this process.
+        print(
+            "error: PREFECT_API_URL is not set, so there is no server to register the pool with; "
+            "point it at the server the workers use, e.g. "
+            "`prefect config set PREFECT_API_URL=http://SERVER:4200/api`",
+            file=sys.stderr,
+        )
+        return 2
     created = ensure_process_pool(args.pool)
     deployment_id = pool_deployment(args.pool).apply()
     what = "created" if created else "exists"

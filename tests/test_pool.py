@@ -163,7 +163,7 @@ def _worker_clone(lines: list[str]) -> str:
     return line.rsplit(":", 1)[1]
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)  # the flow's own deadline (5 min) plus its grace and the setup
 def test_two_workers_run_two_experiments_and_share_prepare(
     prefect_server: dict[str, str], pool_project: Path
 ) -> None:

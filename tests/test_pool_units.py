@@ -18,11 +18,13 @@ if str(ROOT) not in sys.path:  # flows/ is a top-level folder, not an installed 
 
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments.steps import set_working_directory
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Completed, Failed
 from prefect.utilities.templating import apply_values
 
 from flows.pool import child_status, shared_stages
 from flows.pool_deploy import PROJECT_DIR_ENV, WorkerClone
+from flows.pool_deploy import main as pool_deploy_main
 from flows.remote import check_out, default_dvc_remote, pushed_head
 from hjepa.core.errors import UserError
 from hjepa.integration.dvc_repo import Stage, push_run_cache
@@ -163,3 +165,9 @@ def test_run_cache_pushed_from_one_clone_restores_the_stage_in_another(tmp_path:
     out = run([*dvc, "repro", "--pull"], other).stdout
     assert "Stage 'make' is cached - skipping run" in out, out
     assert (other / "out.txt").read_text() == "data\n"
+
+
+def test_pool_deploy_needs_a_server(capsys: pytest.CaptureFixture) -> None:
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert pool_deploy_main(["--pool", "hjepa"]) == 2
+    assert "PREFECT_API_URL is not set" in capsys.readouterr().err
