@@ -74,7 +74,7 @@ def hjepa_pool_experiment(
         git_remote: the git remote the experiment ref is pushed to.
 
     Returns:
-        The worker's clone, so the parent can say which machine ran what.
+        Where it ran (``host:clone``; also the first line of its log).
     """
     logger = get_run_logger()
     root = Path.cwd()
@@ -136,6 +136,7 @@ def wait_for_runs(ids: Mapping[str, UUID], deadline: float) -> dict[str, str]:
     """
     logger = get_run_logger()
     seen: dict[str, str] = {}
+    finished_at: dict[str, float] = {}  # when each run was first seen final (monotonic)
     with get_client(sync_client=True) as client:
         while True:
             runs = {
@@ -151,12 +152,15 @@ def wait_for_runs(ids: Mapping[str, UUID], deadline: float) -> dict[str, str]:
                 if seen.get(name) != state_name:
                     logger.info("experiment %s: %s", name, state_name)
             seen = states
-            final = {n for n, i in ids.items() if i in runs and _is_final(runs[i])}
             now = time.monotonic()
-            if len(final) == len(ids) or now > deadline + STOP_GRACE_SECONDS:
+            for name, run_id in ids.items():
+                if name not in finished_at and run_id in runs and _is_final(runs[run_id]):
+                    finished_at[name] = now
+            if len(finished_at) == len(ids) or now > deadline + STOP_GRACE_SECONDS:
                 break
             time.sleep(POLL_SECONDS)
-        statuses = {n: child_status(runs[ids[n]], now >= deadline) for n in final}
+        final = set(finished_at)
+        statuses = {n: child_status(runs[ids[n]], t >= deadline) for n, t in finished_at.items()}
         for name in (n for n in ids if n not in final):
             _cancel(client, ids[name], runs.get(ids[name]))
             statuses[name] = TIMEOUT
