@@ -62,10 +62,9 @@ def copy_project(dest: Path) -> None:
         if (ROOT / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, dest / rel)
-    for generated in ("params_read", "dvc.lock", "reports/report.md"):
-        target = dest / generated
-        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    for old in (dest / "metrics").glob("*"):
+    for generated in ("dvc.lock", "reports/report.md"):
+        (dest / generated).unlink(missing_ok=True)
+    for old in [*(dest / "metrics").glob("*"), *(dest / "params_read").glob("*.json")]:
         old.unlink()
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -26,7 +26,6 @@ from pydantic import Field
 from flows.dvc_run import DvcCommandError, check_dvc, start_queue_workers, stream_dvc
 from flows.exp_table import comparison_markdown, experiment_rows
 from flows.overrides import load_raw_params, set_param_args, validate_override_sets
-from flows.runners import make_task_runner
 from hjepa.integration.dvc_repo import exp_show, queue_entries
 
 TABLE_KEY = "hjepa-experiments"
@@ -146,8 +145,7 @@ def _log(line: str) -> None:
 def run_all(
     names: list[str], set_args: list[list[str]], project_dir: str, jobs: int, timeout: float
 ) -> dict:
-    """The experiments themselves, on the task runner the parent flow chose, all done (or
-    stopped) within ``timeout`` seconds."""
+    """The experiments themselves, all done (or stopped) within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     if jobs == 1:
         statuses = {}
@@ -174,8 +172,6 @@ def hjepa_experiments(
     overrides: list[dict[str, Any]],
     project_dir: str = ".",
     jobs: Annotated[int, Field(ge=1, le=64)] = 1,
-    task_runner: Literal["thread", "dask"] = "thread",
-    dask_address: str | None = None,
     timeout_minutes: Annotated[float, Field(gt=0, le=10080)] = 1440.0,
 ) -> list[dict[str, Any]]:
     """Run each override set as a DVC experiment; publish a table and a comparison.
@@ -186,11 +182,6 @@ def hjepa_experiments(
             ``{}`` runs the committed params as they are.
         project_dir: the project root (git + DVC repo with ``params.yaml``).
         jobs: 1 runs experiments one by one; N > 1 queues them and runs N DVC queue workers.
-        task_runner: "thread" runs the DVC commands in this process's threads; "dask" sends them
-            to a Dask cluster (needs ``pip install prefect-dask``), whose workers must see
-            ``project_dir`` at the same path (a shared filesystem).
-        dask_address: the Dask scheduler, e.g. ``tcp://10.0.0.5:8786``; only with
-            task_runner="dask"; left empty, a temporary local Dask cluster is started.
         timeout_minutes: the most all experiments of this run may take together (default one
             day, at most a week). At the deadline the running ones are stopped (with their stage
             commands), queued ones are removed, all of them get status ``Timeout``, and the
@@ -203,7 +194,6 @@ def hjepa_experiments(
     root = Path(project_dir).resolve()
     raw = load_raw_params(root)
     validate_override_sets(raw, overrides)
-    runner = make_task_runner(task_runner, dask_address)
     set_args = [set_param_args(raw, o) for o in overrides]
 
     run = get_run_context().flow_run
@@ -212,9 +202,7 @@ def hjepa_experiments(
     for name, overrides_i in zip(names, overrides, strict=True):
         logger.info("experiment %s: %s", name, overrides_i)
 
-    statuses = run_all.with_options(task_runner=runner)(
-        names, set_args, str(root), jobs, timeout_minutes * 60
-    )
+    statuses = run_all(names, set_args, str(root), jobs, timeout_minutes * 60)
 
     doc = exp_show(root)
     rows = experiment_rows(doc, names, overrides, statuses)

@@ -1,4 +1,4 @@
-"""Serve both flows as deployments of a (self-hosted) Prefect server; no work pool needed.
+"""Serve the flows as deployments of a (self-hosted) Prefect server, run by this process.
 
 ``python -m flows.serve --cron "0 2 * * *" --project-dir .`` registers
 
@@ -6,6 +6,8 @@
   (two runs in one project would contend for DVC's lock);
 * ``hjepa-experiments/on-demand``: the experiments flow, unscheduled, started from the UI
   (Custom run) or ``prefect deployment run``.
+* ``hjepa-experiments-pool/on-demand``: the same, but each experiment is its own flow run on the
+  work pool's workers (``flows.pool``; the pool's deployment comes from ``flows.pool_deploy``).
 
 and then runs their flow runs in subprocesses of this process until it is stopped. The schedule
 stays active when this process stops (``pause_on_shutdown=False``), so a restart resumes it.
@@ -26,6 +28,7 @@ from pydantic import ValidationError
 
 from flows.experiments import hjepa_experiments
 from flows.pipeline import hjepa_pipeline
+from flows.pool import hjepa_experiments_pool
 from hjepa.core.errors import UserError
 from hjepa.integration.dvc_repo import pipeline_stages
 
@@ -49,7 +52,7 @@ def cron_schedule(cron: str, timezone: str) -> CronSchedule:
 def build_deployments(
     project_dir: str | Path, cron: str = DEFAULT_CRON, timezone: str = "UTC"
 ) -> list[RunnerDeployment]:
-    """The two deployments, with ``project_dir`` (made absolute) as their default parameter."""
+    """The deployments, with ``project_dir`` (made absolute) as their default parameter."""
     root = Path(project_dir).resolve()
     pipeline_stages(root)  # fail now, not at 2 a.m., if this is not a DVC project
     return [
@@ -65,6 +68,12 @@ def build_deployments(
             name=EXPERIMENTS_DEPLOYMENT,
             parameters={"project_dir": str(root)},
             description=f"DVC experiments (override sets) in {root}",
+            tags=["hjepa", "dvc"],
+        ),
+        hjepa_experiments_pool.to_deployment(
+            name=EXPERIMENTS_DEPLOYMENT,
+            parameters={"project_dir": str(root)},
+            description=f"DVC experiments from {root}, one flow run each on the work pool",
             tags=["hjepa", "dvc"],
         ),
     ]

@@ -1,8 +1,8 @@
 """What every stage entry point shares: params loading, error reporting, the params-read record.
 
 A stage body receives the validated params. The leaf keys it read are written to
-``params_read/<stage>.json`` (a non-cached DVC out), which ``hjepa dag check`` compares with the
-stage's ``params:`` in ``dvc.yaml``.
+``params_read/<stage>.json`` (a cached DVC out, so DVC's run-cache can restore the stage), which
+``hjepa dag check`` compares with the stage's ``params:`` in ``dvc.yaml``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny params, and a throw-away copy of the project as its own git+DVC repo.
+"""Shared fixtures: tiny params, a throw-away copy of the project as its own git+DVC repo, and a
+real Prefect server for the flow tests.
 
 End-to-end tests never touch this checkout's DVC state: they copy the tracked files (plus any
 untracked, non-ignored ones, so uncommitted work is tested too) into a temporary directory, write
@@ -11,10 +12,14 @@ import io
 import os
 import pickle
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +182,65 @@ def run_stage_subprocess(
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real ``prefect server start`` on a free port with its own PREFECT_HOME."""
+    # Imported here: only the tests that use a server pay for importing Prefect.
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    home = tmp_path_factory.mktemp("prefect_home")
+    url = f"http://127.0.0.1:{_free_port()}/api"
+    port = url.split(":")[2].split("/")[0]
+    env = project_env()
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.pop("PREFECT_API_URL", None)
+    log = (home / "server.log").open("w")
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+         "--port", port, "--no-ui"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        while not _healthy(url):
+            if proc.poll() is not None or time.monotonic() - started > 90:
+                raise RuntimeError(
+                    f"Prefect server did not start:\n{(home / 'server.log').read_text()}"
+                )
+            time.sleep(0.3)
+        print(f"\nPrefect server up in {time.monotonic() - started:.1f} s", file=sys.stderr)
+        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_HOME: str(home)}):
+            yield {**env, "PREFECT_API_URL": url}
+            # Send what is still buffered while the server is up, or the process hangs at exit
+            # retrying against a server that is gone.
+            APILogWorker.drain_all(timeout=10)
+            EventsWorker.drain_all(timeout=10)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
 
 
 # ------------------------------------------------------------- data sources (image folders, CIFAR)

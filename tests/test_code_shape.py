@@ -9,12 +9,9 @@ import ast
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
-CODE = sorted(
-    p for folder in ("hjepa", "pipeline", "flows") for p in (ROOT / folder).rglob("*.py")
-)
+CODE = sorted(p for folder in ("hjepa", "pipeline", "flows") for p in (ROOT / folder).rglob("*.py"))
 STAGES = ("data", "train", "eval", "report")
 
 

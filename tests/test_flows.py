@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -24,7 +22,7 @@ from uuid import UUID
 import psutil
 import pytest
 import yaml
-from conftest import ROOT, project_env, run
+from conftest import ROOT, run
 from prefect import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -36,10 +34,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.sorting import TaskRunSort
 from prefect.deployments import run_deployment
-from prefect.events.worker import EventsWorker
 from prefect.exceptions import ObjectNotFound
-from prefect.logging.handlers import APILogWorker
-from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
 from flows.experiments import MARKDOWN_KEY, TABLE_KEY, hjepa_experiments
 from flows.pipeline import hjepa_pipeline
@@ -88,61 +83,6 @@ TOY_STAGES: dict[str, Any] = {
     "a": {"cmd": "python toy_stage.py a", "params": ["seed"], "outs": ["toy/a.txt"]},
 }
 FLAKY_STAGE = {"cmd": "python toy_stage.py flaky", "deps": ["toy/a.txt"], "outs": ["toy/flaky.txt"]}
-
-
-# ------------------------------------------------------------------------------------- server
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A real ``prefect server start`` on a free port with its own PREFECT_HOME."""
-    home = tmp_path_factory.mktemp("prefect_home")
-    url = f"http://127.0.0.1:{_free_port()}/api"
-    port = url.split(":")[2].split("/")[0]
-    env = project_env()
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    env.pop("PREFECT_API_URL", None)
-    log = (home / "server.log").open("w")
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
-         "--port", port, "--no-ui"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        while not _healthy(url):
-            if proc.poll() is not None or time.monotonic() - started > 90:
-                raise RuntimeError(
-                    f"Prefect server did not start:\n{(home / 'server.log').read_text()}"
-                )
-            time.sleep(0.3)
-        print(f"\nPrefect server up in {time.monotonic() - started:.1f} s", file=sys.stderr)
-        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_HOME: str(home)}):
-            yield {**env, "PREFECT_API_URL": url}
-            # Send what is still buffered while the server is up, or the process hangs at exit
-            # retrying against a server that is gone.
-            APILogWorker.drain_all(timeout=10)
-            EventsWorker.drain_all(timeout=10)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -361,6 +301,7 @@ def test_deployments_have_schedule_and_parameter_schema(
     with get_client(sync_client=True) as client:
         pipe = client.read_deployment_by_name(f"hjepa-pipeline/{PIPELINE_DEPLOYMENT}")
         exps = client.read_deployment_by_name(f"hjepa-experiments/{EXPERIMENTS_DEPLOYMENT}")
+        pool = client.read_deployment_by_name(f"hjepa-experiments-pool/{EXPERIMENTS_DEPLOYMENT}")
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in pipe.schedules] == [
         ("15 3 * * 1", "Europe/Paris", True)
     ]
@@ -371,10 +312,11 @@ def test_deployments_have_schedule_and_parameter_schema(
     assert props["retry_delay_seconds"]["type"] == "number"
 
     assert exps.schedules == []
+    assert pool.parameters == {"project_dir": str(root)}
+    assert pool.parameter_openapi_schema["required"] == ["overrides"]
     schema = exps.parameter_openapi_schema
     assert schema["required"] == ["overrides"]
     assert schema["properties"]["overrides"]["type"] == "array"
-    assert schema["properties"]["task_runner"]["enum"] == ["thread", "dask"]
     assert schema["properties"]["jobs"]["minimum"] == 1
     timeout = schema["properties"]["timeout_minutes"]
     assert (timeout["exclusiveMinimum"], timeout["maximum"], timeout["default"]) == (0, 10080, 1440)

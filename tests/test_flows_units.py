@@ -1,10 +1,9 @@
 """Fast checks of the flows' building blocks (no Prefect server): DAG reading, DVC output
-parsing, override validation and formatting, task-runner selection, artifact rows."""
+parsing, override validation and formatting, artifact rows."""
 
 from __future__ import annotations
 
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from flows.dvc_run import DvcCommandError, check_dvc, repro_status, visible_line
 from flows.exp_table import comparison_markdown, experiment_rows
 from flows.overrides import hydra_value, set_param_args, validate_override_sets
 from flows.pipeline import repro_task
-from flows.runners import make_task_runner
 from flows.serve import main as serve_main
 from hjepa.core.config import ConfigError
 from hjepa.core.errors import UserError
@@ -125,27 +123,6 @@ def test_override_sets_are_validated_against_the_schema() -> None:
     assert "override set 0" not in text
     with pytest.raises(ConfigError, match="empty list"):
         validate_override_sets(raw, [])
-
-
-def test_thread_runner_rejects_a_dask_address() -> None:
-    assert type(make_task_runner("thread")).__name__ == "ThreadPoolTaskRunner"
-    with pytest.raises(UserError, match="only used with task_runner='dask'"):
-        make_task_runner("thread", "tcp://127.0.0.1:8786")
-    with pytest.raises(UserError, match="must be 'thread' or 'dask'"):
-        make_task_runner("ray")
-
-
-def test_dask_runner_needs_prefect_dask(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "prefect_dask", None)  # import fails as if not installed
-    with pytest.raises(UserError, match="pip install prefect-dask"):
-        make_task_runner("dask", "tcp://127.0.0.1:8786")
-
-
-def test_dask_runner_gets_the_address(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = types.ModuleType("prefect_dask")
-    fake.DaskTaskRunner = lambda address=None: ("dask-runner", address)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "prefect_dask", fake)
-    assert make_task_runner("dask", "tcp://10.0.0.5:8786") == ("dask-runner", "tcp://10.0.0.5:8786")
 
 
 def _exp(name: str, seed: int, metrics: dict | None) -> dict:

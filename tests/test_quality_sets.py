@@ -4,18 +4,15 @@ and its verdict against both baselines. Each test fails if its feature were remo
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import bench_quality  # noqa: E402
 import numpy as np
 import pytest
-from conftest import ROOT, load_image_folder, tiny_params
+import quality_sets  # noqa: E402
+from conftest import load_image_folder, tiny_params
 
 from hjepa.core.errors import UserError
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import bench_quality  # noqa: E402
-import quality_sets  # noqa: E402
 
 
 def _npz(path: Path, per_class: int = 12, classes: int = 3) -> Path:

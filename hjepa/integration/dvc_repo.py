@@ -9,6 +9,7 @@ Prefect flows all come through here.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from collections.abc import Iterator
@@ -153,6 +154,27 @@ def exp_show(project_dir: str | Path) -> list[dict[str, Any]]:
     with open_repo(project_dir) as repo:
         doc = [exp.dumpd() for exp in repo.experiments.show()]
     return _jsonable(doc)
+
+
+def push_run_cache(project_dir: str | Path) -> tuple[int, int]:
+    """``dvc push --run-cache`` to the default remote, plus every output its entries name.
+
+    Why not the command alone: DVC 3.x pushes the run-cache entries but, of the outputs they name,
+    only those a revision tracks as cached. An uncached metric (``cache: false``, kept in git) is
+    committed to the cache when its stage enters the run-cache, but stays behind on push; another
+    machine restoring that stage then misses it ("Missing cache files") and reruns the stage.
+    Pushing each entry's outputs just as DVC's restore pulls them closes that gap.
+
+    Returns the number of run-cache entries and of objects sent.
+    """
+    root = Path(project_dir).resolve()
+    # DVC builds the stages of run-cache entries from a path relative to the working directory.
+    with contextlib.chdir(root), open_repo(root) as repo:
+        entries = repo.stage_cache.push(None)
+        sent = 0
+        for objs in repo.stage_cache.get_used_objs(entries).values():
+            sent += len(repo.cloud.push(objs).transferred)
+    return len(entries), sent
 
 
 def queue_entries(project_dir: str | Path) -> list[dict[str, Any]]:
