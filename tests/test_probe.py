@@ -377,14 +377,19 @@ def test_probe_stage_reads_exactly_probe_params_and_seed(tmp_path, monkeypatch):
     assert sorted(read) == sorted([*probe_leaves, "seed"])
 
 
-def test_probe_stage_error_names_missing_encoder(tmp_path, monkeypatch, capsys):
-    _write_prepared(tmp_path / "data" / "prepared")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+def _stage_error(tmp_path, monkeypatch, capsys) -> str:
+    """Run the probe stage in ``tmp_path``; it must exit 2; return what it printed on stderr."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         _run_probe_stage(monkeypatch)
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err
+    return capsys.readouterr().err
+
+
+def test_probe_stage_error_names_missing_encoder(tmp_path, monkeypatch, capsys):
+    _write_prepared(tmp_path / "data" / "prepared")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    err = _stage_error(tmp_path, monkeypatch, capsys)
     assert "error in stage 'probe'" in err and "models/encoder_ema.pt" in err
     assert not (tmp_path / "metrics" / "probe.json").exists()
 
@@ -420,11 +425,7 @@ def test_foreign_encoder_is_a_user_error_naming_both_shapes(
         build_encoder({**ARCH, "img_size": size, "in_chans": chans}),
     )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exit_info:
-        _run_probe_stage(monkeypatch)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
+    err = _stage_error(tmp_path, monkeypatch, capsys)
     assert f"expects {size}x{size} images with {chans} channel(s)" in err
     assert f"img_size {size}, in_chans {chans}" in err
     assert "prepared data has 8x8 images with 1 channel(s)" in err
