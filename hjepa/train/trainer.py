@@ -40,7 +40,9 @@ from hjepa.train.checkpoint import (
     find_resume_point,
     params_hash,
     remove_stale_temp_files,
+    restore_set_aside,
     save_checkpoint,
+    set_aside,
 )
 from hjepa.train.diagnostics import encoder_diagnostics
 from hjepa.train.distributed import DistInfo, barrier, init_distributed, shutdown
@@ -296,19 +298,22 @@ class Pretrainer:
         if self.dist.is_main:
             for stale in remove_stale_temp_files(ckpt_dir):
                 self.log(f"removed unfinished checkpoint write {stale}")
+            if restore_set_aside(ckpt_dir):
+                self.log(
+                    f"put back the checkpoints an earlier failed run had set aside in {ckpt_dir}"
+                )
         barrier(self.dist)
         point, foreign = find_resume_point(
             ckpt_dir, self.hash, log=self.log if self.dist.is_main else (lambda _m: None)
         )
         if point is None:
             if foreign and self.dist.is_main:
+                aside = set_aside(ckpt_dir, foreign)
                 self.log(
                     f"{len(foreign)} checkpoint(s) in {ckpt_dir} were written under different "
-                    "params (or data); not resuming them: starting fresh and removing them"
+                    f"params (or data); not resuming them: starting fresh. They are set aside in "
+                    f"{aside} and deleted once this run has written its first checkpoint"
                 )
-                for p in foreign:
-                    p.unlink(missing_ok=True)
-                    Path(f"{p}.sha256").unlink(missing_ok=True)
             barrier(self.dist)
             return
         self._restore(point.state)
@@ -463,7 +468,6 @@ class Pretrainer:
                     writer.add_scalar(f"repr/{key}", row[key], row["step"])
             writer.add_scalar("epoch/data_wait_frac", row["data_wait_frac"], row["step"])
         if self.dist.is_main:
-            _write_tsv(self.paths.log_tsv, self.rows)
             last = epoch + 1 == self.epochs
             if (epoch + 1) % self.checkpoint_every == 0 or last:
                 save_checkpoint(
