@@ -150,3 +150,12 @@ def test_saving_the_same_weights_twice_gives_the_same_bytes(tmp_path):
     two = save_checkpoint(tmp_path / "c2", 1, state, keep=2)
     assert one.read_bytes() == two.read_bytes()
     assert os.path.getsize(one) > 0
+
+
+def test_no_room_for_even_the_temp_file_is_a_disk_full_error(tmp_path, monkeypatch):
+    def no_inode(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(hio.tempfile, "mkstemp", no_inode)
+    with pytest.raises(DiskFullError, match=r"writing .*metrics\.json"):
+        write_json(tmp_path / "metrics.json", {"a": 1})

@@ -88,8 +88,24 @@ def disk_full_error(target: Path, written: int, needed: int | None) -> DiskFullE
     )
 
 
-def _lock(fd: int) -> None:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+def _try_lock(fd: int) -> bool:
+    """Take the advisory lock on ``fd``; False if another holder has it (or the file system
+    has no locks: then nothing is ever taken for stale)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _make_temp(make: Callable[[], Any], target: Path, needed: int | None) -> Any:
+    """``make()`` (mkstemp / mkdtemp), with a full disk reported as for the write itself."""
+    try:
+        return make()
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise disk_full_error(target, 0, needed) from exc
+        raise
 
 
 def remove_stale_temps(directory: Path, name: str | None = None) -> list[Path]:
@@ -106,9 +122,7 @@ def remove_stale_temps(directory: Path, name: str | None = None) -> list[Path]:
             fd = os.open(entry, os.O_RDONLY)
         except OSError:
             continue
-        try:
-            _lock(fd)  # a live writer holds it: not stale
-        except OSError:
+        if not _try_lock(fd):  # a live writer holds it: not stale
             os.close(fd)
             continue
         try:
@@ -132,10 +146,14 @@ def atomic_path(path: str | Path, needed: int | None = None) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent, path.name)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = _make_temp(
+        lambda: tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent),
+        path,
+        needed,
+    )
     tmp = Path(tmp_name)
     try:
-        _lock(fd)
+        _try_lock(fd)
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -167,11 +185,17 @@ def atomic_dir(root: str | Path, needed: int | None = None) -> Iterator[Path]:
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(root.parent, root.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    tmp = Path(
+        _make_temp(
+            lambda: tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent),
+            root,
+            needed,
+        )
+    )
     fd = os.open(tmp, os.O_RDONLY)
     old: Path | None = None
     try:
-        _lock(fd)
+        _try_lock(fd)
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private
         yield tmp
         for child in tmp.iterdir():

@@ -88,7 +88,7 @@ def restore_set_aside(directory: Path) -> list[Path]:
     aside = directory / SUPERSEDED
     if not aside.is_dir():
         return []
-    if list_checkpoints(directory):
+    if any(verify(p) is None for p in list_checkpoints(directory)):
         shutil.rmtree(aside, ignore_errors=True)
         return []
     for part in aside.iterdir():
