@@ -77,10 +77,16 @@ def read_params_yaml(path: str | Path) -> Any:
             f"{path}: line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; save the file "
             "as UTF-8"
         ) from None
-    loader = _StrictLoader(text, str(path))
     try:
-        return loader.get_single_data()
+        loader = _StrictLoader(text, str(path))
+        loader.name = str(path)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise ParamsFileError(f"{path}: not valid YAML: {exc}") from None
-    finally:
-        loader.dispose()
+    except RecursionError:
+        raise ParamsFileError(
+            f"{path}: nested too deeply to be a params file (sections are a few levels deep)"
+        ) from None
