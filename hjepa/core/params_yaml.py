@@ -84,6 +84,15 @@ def read_params_yaml(path: str | Path) -> Any:
             return loader.get_single_data()
         finally:
             loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        where = _line(exc.problem_mark or exc.context_mark)
+        what = "; ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise ParamsFileError(f"{path}: {where}: not valid YAML: {what}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise ParamsFileError(
+            f"{path}: line {line}: character #x{exc.character:04x} is not allowed in YAML"
+        ) from None
     except yaml.YAMLError as exc:
         raise ParamsFileError(f"{path}: not valid YAML: {exc}") from None
     except RecursionError:
