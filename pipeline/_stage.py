@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hjepa.core.config import Params, load_params, reads, reset_reads
@@ -23,14 +23,37 @@ def params_read_path(stage: str) -> Path:
     return PARAMS_READ_DIR / f"{stage}.json"
 
 
-def run_stage(stage: str, body: Callable[[Params], None]) -> None:
-    """Run ``body`` with validated params; exit 2 with a message (no traceback) on user errors."""
+def run_stage(
+    stage: str, body: Callable[[Params], None], removed_by_dvc: Sequence[Path] = ()
+) -> None:
+    """Run ``body`` with validated params; exit 2 with a message (no traceback) on user errors.
+
+    ``removed_by_dvc``: the stage's outs that DVC deletes before running it (outs without
+    ``persist``). If the stage fails and they are gone, the message ends with the one command
+    that restores the previous ones from DVC's cache.
+    """
     params_file = os.environ.get("HJEPA_PARAMS", "params.yaml")
     try:
         reset_reads()
         params = load_params(params_file)
         body(params)
     except UserError as exc:
-        print(f"error in stage '{stage}': {exc}", file=sys.stderr)
+        print(
+            f"error in stage '{stage}': {exc}{_restore_hint(stage, removed_by_dvc)}",
+            file=sys.stderr,
+        )
         sys.exit(2)
+    except BaseException:
+        print(_restore_hint(stage, removed_by_dvc).strip(), file=sys.stderr)
+        raise
     write_json(params_read_path(stage), {"stage": stage, "params": sorted(reads())})
+
+
+def _restore_hint(stage: str, outs: Sequence[Path]) -> str:
+    missing = [str(p) for p in outs if not p.exists()]
+    if not missing:
+        return ""
+    return (
+        f"\nDVC removed this stage's previous outputs before it ran ({', '.join(missing)}); "
+        f"`dvc checkout {stage}` restores them."
+    )

@@ -14,7 +14,7 @@ from pathlib import Path
 from hjepa.core.config import Params
 from hjepa.core.prepared import PREPARED_DIR
 from hjepa.data.build import prepare_dataset
-from pipeline._stage import run_stage
+from pipeline._stage import params_read_path, run_stage
 
 METRICS = Path("metrics/data.json")
 
@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{PREPARED_DIR}"
         )
 
-    run_stage("prepare", body)
+    # Outs without `persist` in dvc.yaml (prepare stays in the run-cache): DVC deletes them first.
+    removed = [PREPARED_DIR, METRICS, params_read_path("prepare")]
+    run_stage("prepare", body, removed_by_dvc=removed)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_stage_subprocess
 
+from hjepa.cli import main as cli_main
 from hjepa.core.config import (
     ConfigError,
     apply_overrides,
@@ -19,6 +21,7 @@ from hjepa.core.config import (
     reset_reads,
     to_dict,
 )
+from hjepa.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,3 +143,59 @@ def test_cli_show_prints_defaults(tmp_path):
 def test_apply_overrides_rejects_value_as_section():
     with pytest.raises(ConfigError, match="'seed' is a value"):
         apply_overrides(raw_params(), {"seed.x": 1})
+
+
+# Issue 17: hostile params files get one short paragraph each, from the CLI and from every stage.
+HOSTILE = {
+    "duplicate_section": (
+        b"train:\n  lr: 0.01\nmodel:\n  width: 16\ntrain:\n  epochs: 3\n",
+        "line 5: key 'train' appears a second time in the same section (first at line 1)",
+    ),
+    "nan_lr": (b"train:\n  lr: .nan\n", "train.lr = nan: not a finite number"),
+    "inf_mlp_ratio": (b"model:\n  mlp_ratio: .inf\n", "model.mlp_ratio = inf: not a finite number"),
+    "inf_in_list": (
+        b"probe:\n  c_values: [1.0, -.inf]\n",
+        "c_values[1] = -inf: not a finite",
+    ),
+    "not_utf8": (b"seed: 1\n# caf\xe9\n", "line 2: byte 0xe9 is not UTF-8 text"),
+    "self_alias": (
+        b"a: &x [*x]\n",
+        "line 1: YAML anchors and aliases ('&x' / '*x')",
+    ),
+    "deep_nesting": (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+    "nul_byte": (b"seed: 1\x00\n", "line 1: character #x0000 is not allowed in YAML"),
+    "python_tag": (b"train: !!python/object:os.system {}\n", "could not determine a constructor"),
+    "billion_laughs": (
+        b"a: &a [lol, lol, lol]\nb: &b [*a, *a, *a]\nc: &c [*b, *b, *b]\nd: [*c, *c, *c]\n",
+        "YAML anchors and aliases ('&a' / '*a') are not allowed",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_params_file_gets_a_short_clear_error(tmp_path, case, capsys):
+    content, needle = HOSTILE[case]
+    path = tmp_path / "params.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError if "not a finite" in needle else UserError) as info:
+        load_params(path)
+    assert needle in str(info.value)
+    assert len(str(info.value).splitlines()) <= 3
+    assert cli_main(["params", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_nan_is_not_reported_as_out_of_range():
+    with pytest.raises(ConfigError) as info:
+        parse_params({"train": {"lr": float("nan")}})
+    assert "not a finite number" in str(info.value) and "less than" not in str(info.value)
+
+
+@pytest.mark.parametrize("stage", ["validate", "prepare", "pretrain", "probe", "report"])
+def test_every_stage_refuses_a_hostile_params_file_without_traceback(tmp_path, stage):
+    (tmp_path / "params.yaml").write_bytes(HOSTILE["duplicate_section"][0])
+    proc = run_stage_subprocess(f"pipeline.{stage}", tmp_path, check=False)
+    assert proc.returncode == 2
+    assert f"error in stage '{stage}'" in proc.stderr
+    assert "appears a second time" in proc.stderr and "Traceback" not in proc.stderr

@@ -19,7 +19,7 @@ from conftest import project_env, run
 
 pytestmark = pytest.mark.e2e
 
-STAGES = ["prepare", "pretrain", "probe", "report"]
+STAGES = ["validate", "prepare", "pretrain", "probe", "report"]
 
 
 def ran(output: str) -> list[str]:
@@ -69,7 +69,7 @@ def test_repro_noop_params_check_and_layerscale_experiment(make_project):
     base_probe = json.loads((project / "metrics" / "probe.json").read_text())
 
     out = dvc(project, "exp", "run", "-S", "model.layerscale.use_layerscale=true", "-n", "ls-on")
-    assert ran(out) == ["pretrain", "probe", "report"], out
+    assert ran(out) == ["validate", "pretrain", "probe", "report"], out
     assert "prepare" in skipped(out)
     locked = lock(project)["stages"]
     assert locked["pretrain"]["params"]["params.yaml"]["model.layerscale.use_layerscale"] is True
@@ -103,7 +103,7 @@ def test_probe_change_reruns_probe_and_report_only_and_image_size_reruns_all(mak
     params["probe"]["knn_k"] = 3
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc(project, "repro")
-    assert ran(out) == ["probe", "report"], out
+    assert ran(out) == ["validate", "probe", "report"], out
 
     params["data"]["image_size"] = 12  # 12 / patch 2 = grid 6, divisible by level scale 2
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -268,3 +268,40 @@ def test_rerun_after_finished_run_regenerates_deleted_outputs(tmp_path, prepared
     assert (d / "metrics" / "pretrain_log.tsv").read_text() == tsv
     assert (d / "metrics" / "pretrain.json").is_file()
     assert all(torch.equal(enc[k], v) for k, v in encoder_state(d).items())
+
+
+def test_checkpoints_of_other_params_are_set_aside_until_the_new_run_has_its_own(
+    tmp_path, prepared_digits, monkeypatch
+):
+    """Issue 17: a run under new params that fails before its first checkpoint loses nothing;
+    going back to the old params resumes from the old checkpoints."""
+    d = stage_dir(tmp_path, prepared_digits)
+    ckpts = d / "models" / "checkpoints"
+    old_params = parse_params(tiny_params(**{"train.epochs": 1}))
+    Pretrainer(old_params, paths_in(d), log=lambda m: None).run()
+    old = {p.name: p.read_bytes() for p in list_checkpoints(ckpts)}
+    assert old
+
+    new_params = parse_params(tiny_params(**{"train.epochs": 1, "train.lr": 0.002}))
+    logs: list[str] = []
+    failing = Pretrainer(new_params, paths_in(d), log=logs.append)
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed before the first checkpoint")
+
+    monkeypatch.setattr(failing, "train_step", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        failing.run()
+    assert any("set aside" in m for m in logs), logs
+    aside = ckpts / ".superseded"
+    assert {p.name: p.read_bytes() for p in list_checkpoints(aside)} == old
+    assert list_checkpoints(ckpts) == []
+
+    logs.clear()
+    Pretrainer(old_params, paths_in(d), log=logs.append).run()
+    assert any("put back" in m for m in logs) and any("resuming from" in m for m in logs), logs
+    assert not aside.exists()
+
+    Pretrainer(new_params, paths_in(d), log=lambda m: None).run()  # writes its own: old go
+    assert not aside.exists()
+    assert all(p.read_bytes() != old.get(p.name) for p in list_checkpoints(ckpts))

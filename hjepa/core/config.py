@@ -19,7 +19,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,6 +29,7 @@ from pydantic import (
 )
 
 from hjepa.core.errors import UserError
+from hjepa.core.params_yaml import read_params_yaml
 
 __all__ = [
     "ConfigError",
@@ -61,7 +61,9 @@ class ConfigError(UserError, ValueError):
 class Section(BaseModel):
     """Base of every params section: unknown keys are errors, leaf reads are recorded."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False
+    )
 
     def _bind(self, prefix: str) -> None:
         object.__setattr__(self, "_hjepa_prefix", prefix)
@@ -399,6 +401,8 @@ def _describe(err: Mapping[str, Any]) -> str:
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if kind == "missing":
         return f"{key}: required key is missing"
+    if kind == "finite_number":
+        return f"{key} = {value}: not a finite number (.inf and .nan are not allowed)"
     shown = json.dumps(value, default=str) if not isinstance(value, Mapping) else "{...}"
     return f"{key} = {shown}: {msg}"
 
@@ -426,14 +430,8 @@ def parse_params(raw: Any, source: str = "params") -> Params:
 
 
 def read_raw_params(path: str | Path = "params.yaml") -> Any:
-    """The YAML content of a params file, not yet validated (missing file / bad YAML: error)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: params file not found (run from the project root?)")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    """The YAML content of a params file, not yet validated (hjepa.core.params_yaml: strict)."""
+    return read_params_yaml(path)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from hjepa.core.config import DataParams, ModelParams
 from hjepa.core.errors import UserError
-from hjepa.core.io import atomic_path
+from hjepa.core.torch_io import save_torch
 
 __all__ = [
     "ENCODER_FORMAT",
@@ -212,7 +212,8 @@ def build_encoder(arch: dict[str, Any]) -> Encoder:
 
 
 def save_encoder(path: str | Path, encoder: Encoder, extra: dict[str, Any] | None = None) -> None:
-    """Write ``{"format", "arch", "state_dict", "extra"}`` atomically (loadable weights-only)."""
+    """Write ``{"format", "arch", "state_dict", "extra"}`` atomically (loadable weights-only);
+    the same weights and extra always give the same bytes (hjepa.core.torch_io)."""
     state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
     payload = {
         "format": ENCODER_FORMAT,
@@ -220,8 +221,7 @@ def save_encoder(path: str | Path, encoder: Encoder, extra: dict[str, Any] | Non
         "state_dict": state,
         "extra": dict(extra or {}),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def load_encoder(path: str | Path) -> Encoder:

@@ -34,7 +34,13 @@ from hjepa.models.encoder import save_encoder
 from hjepa.models.hjepa import HJEPA, Masks
 from hjepa.train.augment import Augmenter
 from hjepa.train.batches import PretrainBatches, make_loader
-from hjepa.train.checkpoint import find_resume_point, remove_stale_temp_files, save_checkpoint
+from hjepa.train.checkpoint import (
+    find_resume_point,
+    remove_stale_temp_files,
+    restore_set_aside,
+    save_checkpoint,
+    set_aside,
+)
 from hjepa.train.collapse import CollapseCheck, check_collapse, warn
 from hjepa.train.diagnostics import encoder_diagnostics
 from hjepa.train.distributed import DistInfo, barrier, init_distributed, shutdown
@@ -312,6 +318,10 @@ class Pretrainer:
         if self.dist.is_main:
             for stale in remove_stale_temp_files(ckpt_dir):
                 self.log(f"removed unfinished checkpoint write {stale}")
+            if restore_set_aside(ckpt_dir):
+                self.log(
+                    f"put back the checkpoints an earlier failed run had set aside in {ckpt_dir}"
+                )
         barrier(self.dist)
         quiet: Callable[[str], None] = lambda _m: None  # noqa: E731
         point, foreign = find_resume_point(
@@ -319,13 +329,12 @@ class Pretrainer:
         )
         if point is None:
             if foreign and self.dist.is_main:
+                aside = set_aside(ckpt_dir, foreign)
                 self.log(
                     f"{len(foreign)} checkpoint(s) in {ckpt_dir} were written under different "
-                    "params (or data); not resuming them: starting fresh and removing them"
+                    f"params (or data); not resuming them: starting fresh. They are set aside in "
+                    f"{aside} and deleted once this run has written its first checkpoint"
                 )
-                for p in foreign:
-                    p.unlink(missing_ok=True)
-                    Path(f"{p}.sha256").unlink(missing_ok=True)
             barrier(self.dist)
             return
         self._restore(point.state)
