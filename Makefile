@@ -1,7 +1,7 @@
 # The two commands a newcomer needs (see README):
 #   make run        set up .venv (pinned runtime set) and run the whole pipeline with `dvc repro`
 #   make test       set up .venv (runtime + development tools) and run the whole test suite
-#   make test-fast  the unit tests only (no DVC or Prefect end-to-end runs): under 2 minutes
+#   make test-fast  the fast unit tests (no end-to-end DVC/Prefect runs, no trainings): under 2 minutes
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -33,7 +33,7 @@ test: setup-dev
 	python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup-dev
-	python -m pytest -m "not e2e" $(PYTEST_ARGS)
+	python -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
 
 lint: setup-dev
 	ruff check . && ruff format --check . && mypy hjepa pipeline

@@ -27,6 +27,7 @@ class _ParamsWithDeadKeys(Params):
     ema: _EmaWithDeadKey = Field(default_factory=_EmaWithDeadKey)
 
 
+@pytest.mark.slow
 def test_audit_passes_on_the_default_params(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["audit", str(ROOT / "params.yaml")])
     out = capsys.readouterr().out
@@ -45,6 +46,7 @@ def test_audit_passes_on_the_default_params(capsys: pytest.CaptureFixture[str]) 
     assert "model.layerscale.use_layerscale" in out and "parameters" in out
 
 
+@pytest.mark.slow
 def test_audit_fails_on_keys_nothing_reads(capsys: pytest.CaptureFixture[str]) -> None:
     params = _ParamsWithDeadKeys.model_validate(tiny_params())
     params._bind("")

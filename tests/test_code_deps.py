@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import ROOT, run
 
@@ -12,6 +13,7 @@ from hjepa.integration.dag import check_code
 from hjepa.integration.dvc_repo import pipeline_stages
 
 
+@pytest.mark.slow
 def test_every_stage_of_this_project_covers_its_imports() -> None:
     assert check_code(ROOT, pipeline_stages(ROOT)) == []
 
@@ -36,6 +38,7 @@ def test_lazy_imports_inside_functions_are_followed(tmp_path: Path) -> None:
     assert uncovered(files, ("pkg",)) == []
 
 
+@pytest.mark.slow
 def test_dag_check_names_a_file_the_deps_no_longer_cover(make_project) -> None:
     project = make_project()
     spec = yaml.safe_load((project / "dvc.yaml").read_text())

@@ -130,6 +130,7 @@ def _pretrain(tmp_path, prepared_digits):
     return d, metrics
 
 
+@pytest.mark.slow
 def test_trainer_writes_a_collapse_block_and_stays_quiet_when_healthy(
     tmp_path, prepared_digits, capsys
 ):
@@ -143,6 +144,7 @@ def test_trainer_writes_a_collapse_block_and_stays_quiet_when_healthy(
     assert "dimensional collapse" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_trainer_warns_once_on_stderr_and_records_the_epoch(
     tmp_path, prepared_digits, capsys, monkeypatch
 ):

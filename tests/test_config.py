@@ -107,6 +107,7 @@ def test_reads_record_leaves_only():
     assert reads() == set()
 
 
+@pytest.mark.slow
 def test_cli_check_exits_2_with_message_and_no_traceback(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text("model:\n  layerscale:\n    use_layer_scale: true\n")
@@ -126,6 +127,7 @@ def test_cli_check_exits_2_with_message_and_no_traceback(tmp_path):
     assert ok.returncode == 0, ok.stderr
 
 
+@pytest.mark.slow
 def test_cli_show_prints_defaults(tmp_path):
     f = tmp_path / "params.yaml"
     f.write_text("seed: 3\n")

@@ -206,6 +206,7 @@ def _stage(
     )
 
 
+@pytest.mark.slow
 def test_pipeline_prepare_module(tmp_path):
     params_file = tmp_path / "p.yaml"
     params_file.write_text(yaml.safe_dump(tiny_params()))
@@ -226,6 +227,7 @@ def test_pipeline_prepare_module(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_pipeline_prepare_workers_flag_and_env(tmp_path):
     params_file = tmp_path / "p.yaml"
     params_file.write_text(yaml.safe_dump(tiny_params()))

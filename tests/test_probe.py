@@ -394,6 +394,7 @@ def test_probe_stage_error_names_missing_encoder(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "metrics" / "probe.json").exists()
 
 
+@pytest.mark.slow
 def test_pixel_dims_caps_the_pixel_baseline_with_a_seeded_projection(tmp_path):
     """probe.pixel_dims: 8x8x1 = 64 pixels are probed as they are under the default 512, through
     a seeded random projection to 16 dims when pixel_dims is 16 (recorded in the metrics)."""

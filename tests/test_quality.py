@@ -128,6 +128,7 @@ def _rows(d: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh, delimiter="\t"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("monitor_every", [0, 2])
 def test_monitor_every_controls_the_online_knn(tmp_path, prepared_digits, monitor_every):
     d = stage_dir(tmp_path, prepared_digits)
@@ -167,6 +168,7 @@ def test_bench_rejects_a_bad_override_before_training(tmp_path, capsys):
     assert "vicreg_weigth" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_end_to_end_two_seeds(tmp_path, capsys):
     params_file = tmp_path / "params.yaml"
     params_file.write_text(json.dumps(tiny_params(**{"train.epochs": 1, "train.warmup_epochs": 0})))
@@ -188,6 +190,7 @@ def test_bench_end_to_end_two_seeds(tmp_path, capsys):
     assert "pretrained EMA" in table and "random init" in table and "raw pixels" in table
 
 
+@pytest.mark.slow
 def test_bench_keep_then_probe_sweep_reprobes_the_same_encoders(tmp_path, capsys):
     import probe_sweep
 
@@ -333,6 +336,7 @@ def test_two_views_add_a_second_draw_without_changing_the_first():
     assert same > shuffled
 
 
+@pytest.mark.slow
 def test_pretraining_with_invariance_trains_the_head_and_logs_the_term(tmp_path, prepared_digits):
     d = stage_dir(tmp_path, prepared_digits)
     params = parse_params(tiny_params(**{"train.epochs": 2, "model.invariance_weight": 1.0}))
@@ -346,6 +350,7 @@ def test_pretraining_with_invariance_trains_the_head_and_logs_the_term(tmp_path,
     assert all(float(r["inv_loss"]) > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_step_benchmark_runs_the_default_recipe() -> None:
     """bench_pretrain (and profile_step, which shares its step) on params.yaml as it is: the
     step must get the second view the default invariance term needs, or it raises."""

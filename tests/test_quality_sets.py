@@ -142,6 +142,7 @@ def test_dataset_flag_excludes_data_source_and_repeats(tmp_path, capsys):
     assert "each set once" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_runs_two_sets_with_their_params_and_prints_the_verdicts(tmp_path, capsys):
     params_file = tmp_path / "params.yaml"
     tiny = tiny_params(**{"train.epochs": 1, "train.warmup_epochs": 0, "train.batch_size": 64})

@@ -36,6 +36,7 @@ def log_rows(d: Path) -> list[dict[str, str]]:
 DETERMINISTIC = ("epoch", "step", "loss", "loss_level_0", "loss_level_1", "lr", "target_std")
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_digits(tmp_path, prepared_digits):
     d = stage_dir(tmp_path, prepared_digits)
     params = parse_params(tiny_params(**{"train.epochs": 6, "train.batch_size": 64}))
@@ -69,6 +70,7 @@ def _uninterrupted(tmp_path: Path, prepared: Path, **overrides) -> Path:
     return ref
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1])
 def test_sigkill_after_checkpoint_then_resume_is_bitwise_identical(
     tmp_path, prepared_digits, workers
@@ -104,6 +106,7 @@ def test_sigkill_after_checkpoint_then_resume_is_bitwise_identical(
     ]
 
 
+@pytest.mark.slow
 def test_mid_write_kill_and_corrupt_checkpoint_fall_back(tmp_path, prepared_digits):
     overrides = {"train.epochs": 3, "train.checkpoint_every": 1, "train.keep_checkpoints": 3}
     ref = _uninterrupted(tmp_path, prepared_digits, **overrides)
@@ -132,6 +135,7 @@ def test_mid_write_kill_and_corrupt_checkpoint_fall_back(tmp_path, prepared_digi
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_checkpoint_under_other_params_is_not_resumed(tmp_path, prepared_digits):
     d = stage_dir(tmp_path, prepared_digits, **{"train.epochs": 2})
     run_stage_subprocess("pipeline.pretrain", d)
@@ -219,6 +223,7 @@ def test_tensorboard_has_the_listed_scalars(tmp_path, prepared_digits):
     )
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one_process(tmp_path, prepared_digits):
     overrides = {"train.epochs": 1, "train.batch_size": 256, "mask.context_batching": "trim"}
     single = _uninterrupted(tmp_path, prepared_digits, **overrides)
@@ -254,6 +259,7 @@ def test_ddp_two_processes_match_one_process(tmp_path, prepared_digits):
     assert diff < 1e-3
 
 
+@pytest.mark.slow
 def test_rerun_after_finished_run_regenerates_deleted_outputs(tmp_path, prepared_digits):
     """DVC deletes a stage's outputs before rerunning it; resuming from the final checkpoint
     must write all of them again, identical to the first run (not just the encoder)."""
