@@ -16,7 +16,6 @@ import math
 import os
 import random
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 from hjepa.core.config import Params
 from hjepa.core.io import write_json, write_text
 from hjepa.core.prepared import load_split
+from hjepa.core.progress import progress_bar
 from hjepa.core.transforms import to_model_input
 from hjepa.models.encoder import save_encoder
 from hjepa.models.hjepa import HJEPA
@@ -246,7 +246,12 @@ class Pretrainer:
         )
         self.steps_per_epoch = len(self.batches)
         self.total_steps = self.steps_per_epoch * self.epochs
-        self.warmup_steps = self.steps_per_epoch * t.warmup_epochs
+        self.warmup_steps = self.steps_per_epoch * t.warmup_epochs_used
+        if t.warmup_epochs_used < t.warmup_epochs:
+            used = t.warmup_epochs_used
+            self.log(
+                f"notice: train.warmup_epochs {t.warmup_epochs} > train.epochs - 1; using {used}"
+            )
         self.lr, self.min_lr = t.lr, t.min_lr
         self.wd = (t.weight_decay_start, t.weight_decay_end)
         self.momentum = (params.ema.momentum_start, params.ema.momentum_end)
@@ -346,15 +351,9 @@ class Pretrainer:
         self._prepare_resume()
         writer = self._writer() if self.dist.is_main else None
         n_levels = len(self.params.model.hierarchy)
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.start_epoch * self.steps_per_epoch,
-            desc="pretrain",
-            unit="step",
-            disable=not self.dist.is_main,
-            dynamic_ncols=True,
-            # In a log file (DVC, Prefect, CI) redraw rarely instead of on every step.
-            mininterval=0.1 if sys.stderr.isatty() else 15.0,
+        # A bar on a terminal; in a log (DVC, Prefect, CI) a plain line every 20 s.
+        bar = progress_bar(
+            self.total_steps, self.start_epoch * self.steps_per_epoch, "pretrain", self.dist.is_main
         )
         images_per_step = self.batches.batch_size
         try:
