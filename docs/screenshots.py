@@ -1,0 +1,148 @@
+"""Regenerate the README's Prefect screenshots from a real run (a development tool).
+
+Needs a Prefect server with its UI (``prefect server start --host 127.0.0.1 --port PORT``),
+Chromium with chromedriver (Debian: ``apt-get install chromium chromium-driver``) and selenium
+(``pip install -e .[dev]``). It copies the project into a temp folder with the quick-run
+overrides, runs the pipeline flow, commits the result, runs the experiments flow (LayerScale off
+and on) and a run with a misspelled key, then screenshots the pages the README describes into
+``docs/``. Prints the wall time of the quick pipeline run as JSON.
+
+    PREFECT_API_URL=http://127.0.0.1:PORT/api python docs/screenshots.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from PIL import Image
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+
+from flows.experiments import MARKDOWN_KEY, SUMMARY_KEY, hjepa_experiments
+from flows.pipeline import hjepa_pipeline
+from hjepa.core.config import apply_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+QUICK_RUN: dict[str, Any] = {"train.epochs": 2, "probe.cv_folds": 0, "probe.c_values": [1.0]}
+MAX_BYTES = 300_000
+
+
+def project_copy(dest: Path) -> Path:
+    """The tracked and untracked-but-not-ignored files, quick-run params, committed."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT, check=True, capture_output=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for rel in filter(None, files):
+        if (ROOT / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (dest / "params.yaml").write_text(yaml.safe_dump(apply_overrides(raw, QUICK_RUN)))
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "quick-run params")
+    return dest
+
+
+def git(cwd: Path, *args: str) -> None:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "docs", "GIT_AUTHOR_EMAIL": "docs@localhost",
+           "GIT_COMMITTER_NAME": "docs", "GIT_COMMITTER_EMAIL": "docs@localhost"}  # fmt: skip
+    subprocess.run(["git", *args], cwd=cwd, check=True, env=env, capture_output=True)
+
+
+def shoot(driver: webdriver.Chrome, url: str, name: str, click: str | None = None) -> Path:
+    """Open ``url`` (and click the tab labelled ``click``), wait, save ``docs/<name>.png``."""
+    driver.get(url)
+    time.sleep(6)
+    if click:
+        tabs = driver.find_elements(By.XPATH, f"//*[normalize-space(text())='{click}']")
+        if tabs:
+            tabs[0].click()
+            time.sleep(4)
+    path = DOCS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    shrink(path)
+    return path
+
+
+def shrink(path: Path) -> None:
+    """Palette PNG (UI screenshots have few colours) so each stays under ``MAX_BYTES``."""
+    image = Image.open(path).convert("RGB")
+    while True:
+        image.quantize(colors=64).save(path, optimize=True)
+        if path.stat().st_size <= MAX_BYTES or image.width < 800:
+            return
+        image = image.resize((image.width * 9 // 10, image.height * 9 // 10))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ui", default=os.environ["PREFECT_API_URL"].removesuffix("/api"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = project_copy(Path(tmp))
+        started = time.monotonic()
+        state = hjepa_pipeline(project_dir=str(root), return_state=True)
+        pipeline_s = time.monotonic() - started
+        assert state.is_completed(), state.message
+        pipeline_run = state.state_details.flow_run_id
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", "quick-run results")
+        overrides = [
+            {"model.layerscale.use_layerscale": False},
+            {"model.layerscale.use_layerscale": True},
+        ]
+        started = time.monotonic()
+        state = hjepa_experiments(overrides=overrides, project_dir=str(root), return_state=True)
+        experiments_s = time.monotonic() - started
+        assert state.is_completed(), state.message
+        exp_run = state.state_details.flow_run_id
+        bad = hjepa_experiments(
+            overrides=[{"model.layerscale.use_layerscal": True}],
+            project_dir=str(root),
+            return_state=True,
+        )
+        print(json.dumps({"quick_pipeline_s": round(pipeline_s, 1),
+                          "two_experiments_s": round(experiments_s, 1)}))  # fmt: skip
+        time.sleep(5)  # logs and artifacts reach the server in batches
+
+        from prefect import get_client
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[exp_run]))
+            )
+        by_key = {a.key: a.id for a in artifacts}
+
+        options = webdriver.ChromeOptions()
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1440,1000"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(options=options)
+        try:
+            ui = args.ui
+            shoot(driver, f"{ui}/runs/flow-run/{exp_run}", "prefect-experiments-run")
+            shoot(driver, f"{ui}/runs/flow-run/{exp_run}", "prefect-experiments-tasks", "Task Runs")
+            shoot(driver, f"{ui}/runs/flow-run/{exp_run}", "prefect-experiments-artifacts",
+                  "Artifacts")  # fmt: skip
+            shoot(driver, f"{ui}/artifacts/artifact/{by_key[SUMMARY_KEY]}", "prefect-summary")
+            shoot(driver, f"{ui}/artifacts/artifact/{by_key[MARKDOWN_KEY]}", "prefect-comparison")
+            shoot(driver, f"{ui}/runs/flow-run/{pipeline_run}", "prefect-pipeline-run")
+            shoot(driver, f"{ui}/runs/flow-run/{bad.state_details.flow_run_id}", "prefect-bad-key")
+        finally:
+            driver.quit()
+
+
+if __name__ == "__main__":
+    main()
