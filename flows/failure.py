@@ -1,8 +1,8 @@
-"""A flow run that fails on a user's mistake: one clean line in the log and the state message.
+"""A flow run that fails for a reason a user can read: one clean line in the log and the state.
 
 Why: an exception raised out of a flow is logged by Prefect with its traceback, which buries a
-message like "train.epochs: did you mean 'epochs'?" in Python frames. A returned ``Failed`` state
-fails the run just the same but shows only the message.
+message like "train.epochs: did you mean 'epochs'?" (or "1 of 2 experiments failed") in Python
+frames. A returned ``Failed`` state fails the run just the same but shows only the message.
 """
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ def one_line(text: str) -> str:
     return "; ".join(p.rstrip(":;") if i < len(parts) - 1 else p for i, p in enumerate(parts))
 
 
-def user_error_state(exc: UserError) -> State[Any]:
-    """Log ``exc`` as one ERROR line and return the ``Failed`` state that ends the run with it."""
-    message = one_line(str(exc))
+def failed_run(message: str) -> State[Any]:
+    """Log ``message`` as one ERROR line; return the ``Failed`` state that ends the run with it."""
     get_run_logger().error(message)
     return Failed(message=message)
+
+
+def user_error_state(exc: UserError) -> State[Any]:
+    """``failed_run`` with the user error's message on one line."""
+    return failed_run(one_line(str(exc)))
