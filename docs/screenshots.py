@@ -8,6 +8,9 @@ flow (LayerScale off and on) and a run with a misspelled key, then screenshots t
 README describes into ``docs/``. Prints the wall times of the pipeline and experiments runs as JSON.
 
     PREFECT_API_URL=http://127.0.0.1:PORT/api python docs/screenshots.py
+
+The UI asks its API at ``PREFECT_UI_API_URL`` (default ``http://127.0.0.1:4200/api``): start the
+server with that set to its own address when it does not listen on 4200.
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import yaml
 from PIL import Image
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from flows.experiments import MARKDOWN_KEY, SUMMARY_KEY, hjepa_experiments
@@ -79,12 +86,13 @@ def git(cwd: Path, *args: str) -> None:
 def shoot(driver: webdriver.Chrome, url: str, name: str, click: str | None = None) -> Path:
     """Open ``url`` (and click the tab labelled ``click``), wait, save ``docs/<name>.png``."""
     driver.get(url)
-    time.sleep(6)
+    time.sleep(8)
     if click:
-        tabs = driver.find_elements(By.XPATH, f"//*[normalize-space(text())='{click}']")
-        if tabs:
-            tabs[0].click()
-            time.sleep(4)
+        tabs = driver.find_elements(By.XPATH, f"//*[normalize-space(.)='{click}']")
+        if not tabs:
+            raise RuntimeError(f"{url}: no '{click}' tab")
+        tabs[-1].click()  # the innermost element with that text
+        time.sleep(5)
     path = DOCS / f"{name}.png"
     driver.save_screenshot(str(path))
     shrink(path)
@@ -101,10 +109,9 @@ def shrink(path: Path) -> None:
         image = image.resize((image.width * 9 // 10, image.height * 9 // 10))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ui", default=os.environ["PREFECT_API_URL"].removesuffix("/api"))
-    args = parser.parse_args()
+def run_flows() -> tuple[UUID, UUID, UUID]:
+    """Pipeline, experiments (LayerScale off, on) and a misspelled key on a fresh copy; the
+    three flow run ids."""
     with tempfile.TemporaryDirectory() as tmp:
         root = project_copy(Path(tmp))
         started = time.monotonic()
@@ -122,41 +129,53 @@ def main() -> None:
         state = hjepa_experiments(overrides=overrides, project_dir=str(root), return_state=True)
         experiments_s = time.monotonic() - started
         assert state.is_completed(), state.message
-        exp_run = state.state_details.flow_run_id
         bad = hjepa_experiments(
             overrides=[{"model.layerscale.use_layerscal": True}],
             project_dir=str(root),
             return_state=True,
         )
-        print(json.dumps({"small_quick_pipeline_s": round(pipeline_s, 1),
-                          "two_experiments_s": round(experiments_s, 1)}))  # fmt: skip
-        time.sleep(5)  # logs and artifacts reach the server in batches
+    print(json.dumps({"small_quick_pipeline_s": round(pipeline_s, 1),
+                      "two_experiments_s": round(experiments_s, 1)}))  # fmt: skip
+    time.sleep(5)  # logs and artifacts reach the server in batches
+    return pipeline_run, state.state_details.flow_run_id, bad.state_details.flow_run_id
 
-        from prefect import get_client
-        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-        with get_client(sync_client=True) as client:
-            artifacts = client.read_artifacts(
-                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[exp_run]))
-            )
-        by_key = {a.key: a.id for a in artifacts}
+def take_screenshots(ui: str, pipeline_run: UUID, exp_run: UUID, bad_run: UUID) -> None:
+    """The pages the README shows, in Prefect's v2 UI (served under ``/v2``)."""
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[exp_run]))
+        )
+    by_key = {a.key: a.id for a in artifacts}
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1440,1000"):
+        options.add_argument(flag)
+    # The system chromedriver: selenium's own manager would try to download one.
+    service = Service(shutil.which("chromedriver") or "chromedriver")
+    driver = webdriver.Chrome(options=options, service=service)
+    runs = f"{ui}/v2/runs/flow-run"
+    try:
+        shoot(driver, f"{runs}/{exp_run}", "prefect-experiments-run")
+        shoot(driver, f"{runs}/{exp_run}", "prefect-experiments-tasks", "Task Runs")
+        shoot(driver, f"{runs}/{exp_run}", "prefect-experiments-artifacts", "Artifacts")
+        shoot(driver, f"{ui}/v2/artifacts/artifact/{by_key[SUMMARY_KEY]}", "prefect-summary")
+        shoot(driver, f"{ui}/v2/artifacts/artifact/{by_key[MARKDOWN_KEY]}", "prefect-comparison")
+        shoot(driver, f"{runs}/{pipeline_run}", "prefect-pipeline-run")
+        shoot(driver, f"{runs}/{bad_run}", "prefect-bad-key")
+    finally:
+        driver.quit()
 
-        options = webdriver.ChromeOptions()
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1440,1000"):
-            options.add_argument(flag)
-        driver = webdriver.Chrome(options=options)
-        try:
-            ui = args.ui
-            shoot(driver, f"{ui}/runs/flow-run/{exp_run}", "prefect-experiments-run")
-            shoot(driver, f"{ui}/runs/flow-run/{exp_run}", "prefect-experiments-tasks", "Task Runs")
-            shoot(driver, f"{ui}/runs/flow-run/{exp_run}", "prefect-experiments-artifacts",
-                  "Artifacts")  # fmt: skip
-            shoot(driver, f"{ui}/artifacts/artifact/{by_key[SUMMARY_KEY]}", "prefect-summary")
-            shoot(driver, f"{ui}/artifacts/artifact/{by_key[MARKDOWN_KEY]}", "prefect-comparison")
-            shoot(driver, f"{ui}/runs/flow-run/{pipeline_run}", "prefect-pipeline-run")
-            shoot(driver, f"{ui}/runs/flow-run/{bad.state_details.flow_run_id}", "prefect-bad-key")
-        finally:
-            driver.quit()
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ui", default=os.environ["PREFECT_API_URL"].removesuffix("/api"))
+    parser.add_argument(
+        "--runs",
+        help="PIPELINE,EXPERIMENTS,BAD flow run ids of earlier runs: only take the screenshots",
+    )
+    args = parser.parse_args()
+    ids = tuple(UUID(i) for i in args.runs.split(",")) if args.runs else run_flows()
+    take_screenshots(args.ui, *ids)
 
 
 if __name__ == "__main__":
