@@ -83,8 +83,11 @@ def git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=cwd, check=True, env=env, capture_output=True)
 
 
-def shoot(driver: webdriver.Chrome, url: str, name: str, click: str | None = None) -> Path:
-    """Open ``url`` (and click the tab labelled ``click``), wait, save ``docs/<name>.png``."""
+def shoot(
+    driver: webdriver.Chrome, url: str, name: str, click: str | None = None, scroll: str = ""
+) -> Path:
+    """Open ``url`` (click the tab labelled ``click``, scroll the heading ``scroll`` to the
+    top), wait, save ``docs/<name>.png``."""
     driver.get(url)
     time.sleep(8)
     if click:
@@ -93,6 +96,10 @@ def shoot(driver: webdriver.Chrome, url: str, name: str, click: str | None = Non
             raise RuntimeError(f"{url}: no '{click}' tab")
         tabs[-1].click()  # the innermost element with that text
         time.sleep(5)
+    if scroll:
+        heading = driver.find_element(By.XPATH, f"//h2[normalize-space(.)='{scroll}']")
+        driver.execute_script("arguments[0].scrollIntoView(true);", heading)
+        time.sleep(2)
     path = DOCS / f"{name}.png"
     driver.save_screenshot(str(path))
     shrink(path)
@@ -148,7 +155,7 @@ def take_screenshots(ui: str, pipeline_run: UUID, exp_run: UUID, bad_run: UUID) 
         )
     by_key = {a.key: a.id for a in artifacts}
     options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1440,1000"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000"):
         options.add_argument(flag)
     # The system chromedriver: selenium's own manager would try to download one.
     service = Service(shutil.which("chromedriver") or "chromedriver")
@@ -159,7 +166,9 @@ def take_screenshots(ui: str, pipeline_run: UUID, exp_run: UUID, bad_run: UUID) 
         shoot(driver, f"{runs}/{exp_run}", "prefect-experiments-tasks", "Task Runs")
         shoot(driver, f"{runs}/{exp_run}", "prefect-experiments-artifacts", "Artifacts")
         shoot(driver, f"{ui}/v2/artifacts/artifact/{by_key[SUMMARY_KEY]}", "prefect-summary")
-        shoot(driver, f"{ui}/v2/artifacts/artifact/{by_key[MARKDOWN_KEY]}", "prefect-comparison")
+        comparison = f"{ui}/v2/artifacts/artifact/{by_key[MARKDOWN_KEY]}"
+        shoot(driver, comparison, "prefect-comparison")
+        shoot(driver, comparison, "prefect-comparison-figures", scroll="Pretraining loss")
         shoot(driver, f"{runs}/{pipeline_run}", "prefect-pipeline-run")
         shoot(driver, f"{runs}/{bad_run}", "prefect-bad-key")
     finally:

@@ -29,8 +29,8 @@ from hjepa.report import figures
 HEADLINE_METRICS = (
     ("linear top-1", "probe.linear_top1"),
     ("k-NN top-1", "probe.knn_top1"),
-    ("random-init linear top-1", "probe.random_init.linear_top1"),
-    ("gain over random init", "probe.gain_over_random_init"),
+    ("random init (linear)", "probe.random_init.linear_top1"),
+    ("gain (linear)", "probe.gain_over_random_init"),
 )
 WALL_COLUMN = "wall time (s)"
 

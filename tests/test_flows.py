@@ -325,7 +325,7 @@ def test_experiments_flow_runs_override_sets_and_publishes_metrics(
     summary = artifacts[SUMMARY_KEY]
     assert list(summary[0]) == [
         "experiment", "status", "model.layerscale.use_layerscale", "seed", "model.hierarchy",
-        "linear top-1", "k-NN top-1", "random-init linear top-1", "gain over random init",
+        "linear top-1", "k-NN top-1", "random init (linear)", "gain (linear)",
         "wall time (s)",
     ]  # fmt: skip
     assert [r["experiment"] for r in summary] == names

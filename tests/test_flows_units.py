@@ -250,7 +250,7 @@ def test_experiment_rows_carry_overridden_params_and_metrics() -> None:
     summary = summary_rows(rows, [{"seed": 1}, {"seed": 2}, {"seed": 3}])
     assert list(summary[0]) == [
         "experiment", "status", "seed", "linear top-1", "k-NN top-1",
-        "random-init linear top-1", "gain over random init", "wall time (s)",
+        "random init (linear)", "gain (linear)", "wall time (s)",
     ]  # fmt: skip
     assert summary[0]["linear top-1"] == 80.0 and summary[2]["linear top-1"] is None
 
