@@ -247,7 +247,7 @@ class Pretrainer:
         self.steps_per_epoch = len(self.batches)
         self.total_steps = self.steps_per_epoch * self.epochs
         self.warmup_steps = self.steps_per_epoch * t.warmup_epochs_used
-        if t.warmup_epochs_used < t.warmup_epochs:
+        if t.warmup_epochs_used < t.warmup_epochs and self.dist.is_main:
             used = t.warmup_epochs_used
             self.log(
                 f"notice: train.warmup_epochs {t.warmup_epochs} > train.epochs - 1; using {used}"
