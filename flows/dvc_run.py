@@ -8,10 +8,11 @@ the flow (or a Prefect worker) down with it, and DVC's repo lock is released whe
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +31,22 @@ _STATUS_PATTERNS: tuple[tuple[str, StageStatus], ...] = (
     ("Stage '{}' didn't change, skipping", "skipped"),
     ("Stage '{}' is cached - skipping run", "restored"),
 )
+
+
+_MARKER = re.compile(
+    r"^(?:Running stage '(?P<ran>.+)':"
+    r"|Stage '(?P<skipped>.+)' didn't change, skipping"
+    r"|Stage '(?P<restored>.+)' is cached - skipping run)"
+)
+
+
+def stage_marker(line: str) -> tuple[str, StageStatus] | None:
+    """``(stage, status)`` when ``line`` is where DVC starts (or skips) a stage, else None."""
+    match = _MARKER.match(line.strip())
+    if match is None:
+        return None
+    status = next(k for k, v in match.groupdict().items() if v is not None)
+    return match.group(status), status  # type: ignore[return-value]
 
 
 class DvcCommandError(RuntimeError):
@@ -87,6 +104,69 @@ def visible_line(raw: bytes) -> str:
     return segments[-1].rstrip() if segments else ""
 
 
+class DvcOutput:
+    """A running ``dvc <args>`` whose output lines (stdout and stderr) are read one at a time.
+
+    Iterating yields each visible line as it is printed and keeps them all in ``lines``;
+    ``finish()`` then returns the exit code. With ``timeout`` (seconds), a command still running
+    then is stopped with everything it started (``stop_process_tree``) and ``finish()`` raises
+    ``DvcTimeout``. Leaving the ``with`` block stops a command that is still running.
+    """
+
+    def __init__(self, args: Sequence[str], cwd: str | Path, timeout: float | None = None):
+        self.args, self.cwd, self.timeout = list(args), cwd, timeout
+        self.lines: list[str] = []
+        self._expired = threading.Event()
+        self._proc = subprocess.Popen(
+            dvc_command(*args),
+            cwd=cwd,
+            env=subprocess_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self._timer: threading.Timer | None = None
+        if timeout is not None:
+            self._timer = threading.Timer(max(timeout, 0.0), _expire, (self._proc, self._expired))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def __enter__(self) -> DvcOutput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._proc.poll() is None:
+            stop_process_tree(self._proc.pid)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        self._proc.wait()
+
+    def __iter__(self) -> Iterator[str]:
+        assert self._proc.stdout is not None
+        for raw in self._proc.stdout:
+            line = visible_line(raw)
+            if line:
+                self.lines.append(line)
+                yield line
+
+    def finish(self) -> int:
+        """Wait for the exit code; ``DvcTimeout`` if the deadline stopped the command."""
+        code = self._proc.wait()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._expired.is_set():
+            outcome = f"ran past its deadline ({self.timeout:.0f} s) and was stopped"
+            raise DvcTimeout(command_error(self.args, self.cwd, outcome, self.lines))
+        return code
+
+    def error(self, code: int, tail: int = 30) -> DvcCommandError:
+        """The error for a non-zero exit ``code``, with the last ``tail`` lines."""
+        outcome = f"exited {code}"
+        return DvcCommandError(command_error(self.args, self.cwd, outcome, self.lines, tail))
+
+
 def stream_dvc(
     args: Sequence[str],
     cwd: str | Path,
@@ -99,36 +179,10 @@ def stream_dvc(
     a command still running then is stopped with everything it started (``stop_process_tree``)
     and ``DvcTimeout`` is raised.
     """
-    lines: list[str] = []
-    expired = threading.Event()
-    with subprocess.Popen(
-        dvc_command(*args),
-        cwd=cwd,
-        env=subprocess_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    ) as proc:
-        timer = None
-        if timeout is not None:
-            timer = threading.Timer(max(timeout, 0.0), _expire, (proc, expired))
-            timer.daemon = True
-            timer.start()
-        try:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = visible_line(raw)
-                if line:
-                    lines.append(line)
-                    on_line(line)
-            code = proc.wait()
-        finally:
-            if timer is not None:
-                timer.cancel()
-    if expired.is_set():
-        outcome = f"ran past its deadline ({timeout:.0f} s) and was stopped"
-        raise DvcTimeout(command_error(args, cwd, outcome, lines))
-    return code, lines
+    with DvcOutput(args, cwd, timeout) as out:
+        for line in out:
+            on_line(line)
+        return out.finish(), out.lines
 
 
 def _expire(proc: subprocess.Popen[bytes], expired: threading.Event) -> None:
@@ -146,10 +200,13 @@ def check_dvc(
 ) -> list[str]:
     """``stream_dvc`` that raises ``DvcCommandError`` (with the last ``tail`` lines) on failure
     and ``DvcTimeout`` past ``timeout`` seconds."""
-    code, lines = stream_dvc(args, cwd, on_line, timeout)
-    if code != 0:
-        raise DvcCommandError(command_error(args, cwd, f"exited {code}", lines, tail))
-    return lines
+    with DvcOutput(args, cwd, timeout) as out:
+        for line in out:
+            on_line(line)
+        code = out.finish()
+        if code != 0:
+            raise out.error(code, tail)
+        return out.lines
 
 
 def start_queue_workers(

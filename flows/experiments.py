@@ -6,6 +6,12 @@ in isolated temp workspaces (``--temp`` one by one, or DVC's queue with ``jobs``
 project's workspace, and with it the scheduled pipeline, is never left on an experiment's params.
 Like ``--queue``, ``--temp`` sees only what git or DVC tracks: commit your changes first.
 
+What the run shows: one task run per experiment (named after it) and, inside the same flow run,
+one per stage of it, ``"<experiment> · <stage>"``, whose log is that stage's DVC output and whose
+state says Ran / Skipped / Restored / Failed (``flows.stage_tasks``). With ``jobs`` > 1 DVC's
+queue workers run the experiments in the background; their stage task runs are then created
+from each experiment's queue log once the queue is done.
+
 All experiments of one flow run share one deadline (``timeout_minutes``): a stage that hangs, or
 a DVC queue worker that never reports its experiment done, cannot hold the flow (or a Prefect
 worker) forever. At the deadline the unfinished experiments are stopped and marked ``Timeout``.
@@ -14,38 +20,45 @@ worker) forever. At the deadline the unfinished experiments are stopped and mark
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
+from prefect.states import State
+from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from flows.dvc_run import DvcCommandError, check_dvc, start_queue_workers, stream_dvc
-from flows.exp_table import comparison_markdown, experiment_rows
+from flows.dvc_run import DvcCommandError, DvcOutput, check_dvc, start_queue_workers, stream_dvc
+from flows.exp_artifacts import MARKDOWN_KEY, SUMMARY_KEY, TABLE_KEY, publish_artifacts
+from flows.failure import failed_run, user_error_state
 from flows.overrides import load_raw_params, set_param_args, validate_override_sets
-from hjepa.integration.dvc_repo import exp_show, queue_entries
+from flows.stage_tasks import StageStream, relay_stages
+from hjepa.core.errors import UserError
+from hjepa.integration.dvc_repo import queue_entries
 
-TABLE_KEY = "hjepa-experiments"
-MARKDOWN_KEY = "hjepa-experiments-comparison"
+__all__ = ["MARKDOWN_KEY", "SUMMARY_KEY", "TABLE_KEY", "hjepa_experiments"]
+
 DONE = ("Success", "Failed")
 TIMEOUT = "Timeout"
 STOP_COMMAND_SECONDS = 120.0  # for `dvc queue kill/remove` themselves, should DVC hang there too
-
-
-class ExperimentsFailed(RuntimeError):
-    """At least one experiment failed; the artifacts still list every experiment's status."""
 
 
 @task(name="dvc-exp-run", task_run_name="{name}", cache_policy=NO_CACHE, persist_result=False)
 def run_experiment(name: str, set_args: list[str], project_dir: str, timeout: float) -> str:
     """One experiment, run now in a temp workspace; its results become a DVC experiment ref.
 
+    Each stage DVC runs becomes a task run ``"<name> · <stage>"`` with that stage's output.
     Past ``timeout`` seconds DVC and the stage it runs are stopped (``DvcTimeout``)."""
     args = ["exp", "run", "--temp", "--name", name, *set_args]
-    check_dvc(args, project_dir, _log, timeout=timeout)
+    with DvcOutput(args, project_dir, timeout) as out:
+        stream = StageStream(out, out.finish)
+        relay_stages(name, stream)
+        code = stream.code if stream.code is not None else out.finish()
+        if code != 0:
+            raise out.error(code)
     return name
 
 
@@ -54,28 +67,37 @@ def run_experiment(name: str, set_args: list[str], project_dir: str, timeout: fl
 )
 def queue_experiment(name: str, set_args: list[str], project_dir: str) -> str:
     """Add one experiment to DVC's queue (it runs when the queue's workers pick it up)."""
-    check_dvc(["exp", "run", "--queue", "--name", name, *set_args], project_dir, _log)
+    logger = get_run_logger()
+    check_dvc(["exp", "run", "--queue", "--name", name, *set_args], project_dir, logger.info)
     return name
 
 
 @task(name="dvc-queue-run", cache_policy=NO_CACHE, persist_result=False)
 def run_queue(
     names: list[str], project_dir: str, jobs: int, timeout: float, poll_seconds: float = 2.0
-) -> dict[str, str]:
+) -> tuple[dict[str, str], dict[str, float]]:
     """Start ``jobs`` queue workers and wait until every one of ``names`` succeeded or failed.
 
     Waiting ends after ``timeout`` seconds at the latest: the experiments not done by then are
-    killed (running) or removed (queued) and come back as ``Timeout``.
+    killed (running) or removed (queued) and come back as ``Timeout``. Returns the statuses and
+    each finished experiment's wall time (from the poll that saw it running to the one that saw
+    it done).
     """
     logger = get_run_logger()
     deadline = time.monotonic() + timeout
     start_queue_workers(jobs, project_dir, logger.info)
     seen: dict[str, str] = {}
+    started: dict[str, float] = {}
+    wall: dict[str, float] = {}
     while True:
         statuses = queue_statuses(project_dir, names)
+        now = time.monotonic()
         for name, status in statuses.items():
             if seen.get(name) != status:
                 logger.info("experiment %s: %s", name, status)
+                started.setdefault(name, now)  # Running, or already done at the first poll
+                if status in DONE:
+                    wall[name] = now - started[name]
         seen = statuses
         if all(s in DONE for s in statuses.values()):
             break
@@ -93,10 +115,7 @@ def run_queue(
             logger.warning("results of %s not (yet) stored as DVC experiments", missing)
             break
         time.sleep(min(poll_seconds, left))
-    for name in (n for n, s in statuses.items() if s in ("Failed", TIMEOUT)):
-        _, lines = stream_dvc(["queue", "logs", name], project_dir, lambda _line: None)
-        logger.error("experiment %s failed; last output:\n%s", name, "\n".join(lines[-30:]))
-    return statuses
+    return statuses, wall
 
 
 def stop_unfinished(statuses: dict[str, str], project_dir: str) -> dict[str, str]:
@@ -137,34 +156,60 @@ def queue_statuses(project_dir: str, names: list[str]) -> dict[str, str]:
     return {n: by_name.get(n, "Failed") for n in names}
 
 
-def _log(line: str) -> None:
-    get_run_logger().info(line)
+def replay_queue_logs(names: list[str], statuses: dict[str, str], project_dir: str) -> None:
+    """Stage task runs for experiments DVC's queue ran, from their ``dvc queue logs``."""
+    for name in names:
+        if statuses[name] == TIMEOUT:
+            continue  # killed or never started: its log ends mid-stage or is missing
+        _, lines = stream_dvc(["queue", "logs", name], project_dir, lambda _line: None)
+        relay_stages(name, StageStream(lines, _exit_code(0 if statuses[name] == "Success" else 1)))
 
 
-@flow(name="hjepa-experiments-run")
-def run_all(
-    names: list[str], set_args: list[list[str]], project_dir: str, jobs: int, timeout: float
-) -> dict:
-    """The experiments themselves, all done (or stopped) within ``timeout`` seconds."""
+def _exit_code(code: int) -> Callable[[], int]:
+    return lambda: code
+
+
+def run_one_by_one(
+    names: list[str],
+    set_args: list[list[str]],
+    project_dir: str,
+    timeout: float,
+) -> tuple[dict[str, str], dict[str, float]]:
+    """Each experiment as a ``run_experiment`` task run, one after the other, all within
+    ``timeout`` seconds; a failure does not stop the next one. Returns statuses and wall times.
+    (Across machines, each experiment is a flow run on a work pool instead: flows/pool.py.)"""
     deadline = time.monotonic() + timeout
-    if jobs == 1:
-        statuses = {}
+    statuses: dict[str, str] = {}
+    wall: dict[str, float] = {}
+    with ThreadPoolTaskRunner(max_workers=1) as runner:
         for name, args in zip(names, set_args, strict=True):
             left = deadline - time.monotonic()
             if left <= 0:
                 statuses[name] = TIMEOUT  # never started
                 continue
-            future = run_experiment.submit(name, args, project_dir, left)
-            future.wait()  # one at a time; a failure does not stop the next experiment
+            started = time.monotonic()
+            parameters = {"name": name, "set_args": args, "project_dir": project_dir}
+            future = runner.submit(run_experiment, {**parameters, "timeout": left})
+            future.wait()
+            wall[name] = time.monotonic() - started
             if future.state.is_completed():
                 statuses[name] = "Success"
             else:
                 statuses[name] = TIMEOUT if time.monotonic() >= deadline else "Failed"
-        return statuses
+    return statuses, wall
+
+
+def run_queued(
+    names: list[str], set_args: list[list[str]], project_dir: str, jobs: int, timeout: float
+) -> tuple[dict[str, str], dict[str, float]]:
+    """Queue every experiment, run the queue with ``jobs`` workers, then replay their logs."""
+    deadline = time.monotonic() + timeout
     for name, args in zip(names, set_args, strict=True):
         queue_experiment.submit(name, args, project_dir).result()
     left = max(deadline - time.monotonic(), 0.0)
-    return run_queue.submit(names, project_dir, jobs, left).result()
+    statuses, wall = run_queue.submit(names, project_dir, jobs, left).result()
+    replay_queue_logs(names, statuses, project_dir)
+    return statuses, wall
 
 
 @flow(name="hjepa-experiments")
@@ -173,8 +218,8 @@ def hjepa_experiments(
     project_dir: str = ".",
     jobs: Annotated[int, Field(ge=1, le=64)] = 1,
     timeout_minutes: Annotated[float, Field(gt=0, le=10080)] = 1440.0,
-) -> list[dict[str, Any]]:
-    """Run each override set as a DVC experiment; publish a table and a comparison.
+) -> list[dict[str, Any]] | State[Any]:
+    """Run each override set as a DVC experiment; publish a summary, a table and a comparison.
 
     Args:
         overrides: one dict per experiment, dotted params keys to values, e.g.
@@ -188,13 +233,17 @@ def hjepa_experiments(
             flow run fails after publishing its artifacts.
 
     Returns:
-        The table rows: experiment name, status, the overridden params, the metrics.
+        The table rows: experiment name, status, the overridden params, the metrics. Invalid
+        override sets fail the run at once with a one-line message.
     """
     logger = get_run_logger()
     root = Path(project_dir).resolve()
-    raw = load_raw_params(root)
-    validate_override_sets(raw, overrides)
-    set_args = [set_param_args(raw, o) for o in overrides]
+    try:
+        raw = load_raw_params(root)
+        validate_override_sets(raw, overrides)
+        set_args = [set_param_args(raw, o) for o in overrides]
+    except UserError as exc:
+        return user_error_state(exc)
 
     run = get_run_context().flow_run
     prefix = f"{run.name}-{run.id.hex[:6]}"
@@ -202,18 +251,16 @@ def hjepa_experiments(
     for name, overrides_i in zip(names, overrides, strict=True):
         logger.info("experiment %s: %s", name, overrides_i)
 
-    statuses = run_all(names, set_args, str(root), jobs, timeout_minutes * 60)
+    timeout = timeout_minutes * 60
+    if jobs == 1:
+        statuses, wall = run_one_by_one(names, set_args, str(root), timeout)
+    else:
+        statuses, wall = run_queued(names, set_args, str(root), jobs, timeout)
 
-    doc = exp_show(root)
-    rows = experiment_rows(doc, names, overrides, statuses)
-    create_table_artifact(
-        table=rows,
-        key=TABLE_KEY,
-        description=f"DVC experiments of flow run {run.name}: overridden params and metrics",
-    )
-    create_markdown_artifact(markdown=comparison_markdown(doc, names), key=MARKDOWN_KEY)
+    rows = publish_artifacts(root, run.name, names, overrides, statuses, wall)
     failed = [n for n in names if statuses.get(n) != "Success"]
     if failed:
         detail = ", ".join(f"{n} ({statuses.get(n, 'Unknown')})" for n in failed)
-        raise ExperimentsFailed(f"{len(failed)} of {len(names)} experiments failed: {detail}")
+        # The artifacts still list every experiment; the stage task runs hold the errors.
+        return failed_run(f"{len(failed)} of {len(names)} experiments failed: {detail}")
     return rows

@@ -22,6 +22,7 @@ COMMANDS = {
     "doctor": "hjepa.integration.doctor",
     "compare": "hjepa.integration.compare_cmd",
     "audit": "hjepa.tools.audit_cmd",
+    "export": "hjepa.export.export_cmd",
 }
 
 

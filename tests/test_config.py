@@ -66,11 +66,23 @@ def test_unknown_top_level_section():
         ({"model.drop_path": 1.5}, "model.drop_path = 1.5"),
         ({"data.source": "imagenet"}, "data.source"),
         ({"data.split.train": 0.9}, "sum to 1"),
-        ({"model.heads": 3}, "heads (3) must divide width (128)"),
+        ({"model.heads": 3}, "model.heads (3) must divide model.width (128)"),
+        (
+            {"model.predictor.heads": 3},
+            "model.predictor.heads (3) must divide model.predictor.width",
+        ),
+        (
+            {"train.min_lr": 0.5, "train.lr": 0.1},
+            "train.min_lr (0.5) must not exceed train.lr (0.1)",
+        ),
+        ({"data.split.train": 0.9}, "data.split: train + val + test must sum to 1"),
         ({"model.patch_size": 3}, "divisible by model.patch_size"),
         ({"mask.target_scale": [0.3, 0.1]}, "low <= high"),
-        ({"ema.momentum_start": 1.0, "ema.momentum_end": 0.99}, "momentum_start"),
-        ({"model.hierarchy": [{"depth": 9, "scale": 1, "weight": 1.0}]}, "hierarchy[0].depth"),
+        ({"ema.momentum_start": 1.0, "ema.momentum_end": 0.99}, "ema.momentum_start (1.0) must"),
+        (
+            {"model.hierarchy": [{"depth": 9, "scale": 1, "weight": 1.0}]},
+            "model.hierarchy[0].depth",
+        ),
         ({"data.path": None}, "data.path"),
     ],
 )

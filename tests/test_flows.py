@@ -8,6 +8,7 @@ stand in for the real stages where a test is about orchestration, so those tests
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -36,7 +37,7 @@ from prefect.client.schemas.sorting import TaskRunSort
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from flows.experiments import MARKDOWN_KEY, TABLE_KEY, hjepa_experiments
+from flows.experiments import MARKDOWN_KEY, SUMMARY_KEY, TABLE_KEY, hjepa_experiments
 from flows.pipeline import hjepa_pipeline
 from flows.serve import EXPERIMENTS_DEPLOYMENT, PIPELINE_DEPLOYMENT, build_deployments
 from hjepa.integration.dvc_repo import pipeline_stages
@@ -48,6 +49,7 @@ import json, pathlib, sys, time
 import yaml
 
 HANG_SEED = 99
+WARN_SEED = 3
 params = yaml.safe_load(open("params.yaml"))
 out = pathlib.Path("toy")
 out.mkdir(exist_ok=True)
@@ -58,6 +60,8 @@ elif stage in ("b", "c"):
     (out / f"{stage}.txt").write_text((out / "a.txt").read_text() + stage)
     if stage == "b" and params["seed"] == HANG_SEED:
         time.sleep(3600)  # a stage that hangs: only the flow's deadline ends it
+    if stage == "b" and params["seed"] == WARN_SEED:
+        print("WARNING: toy stage b saw the warning seed")
     if stage == "b":
         score = params["seed"] * 10 + int(params["model"]["layerscale"]["use_layerscale"])
         pathlib.Path("metrics").mkdir(exist_ok=True)
@@ -125,6 +129,25 @@ def _wait_for_log(flow_run_id: UUID, message: str, timeout: float = 15.0) -> boo
     return False
 
 
+def _logs(flow_run_id: UUID, settle: float = 3.0) -> list[tuple[int, str]]:
+    """``(level, message)`` of every log line of the run (after ``settle`` s for batching)."""
+    time.sleep(settle)
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return [(entry.level, entry.message) for entry in logs]
+
+
+def _artifacts(flow_run_id: UUID) -> dict[str, Any]:
+    """The run's artifacts by key; tables as lists of rows."""
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: json.loads(a.data) if a.type == "table" else a.data for a in artifacts}
+
+
 def _run_pipeline(root: Path, **kw: Any) -> tuple[Any, UUID]:
     state = hjepa_pipeline(project_dir=str(root), return_state=True, **kw)
     return state, state.state_details.flow_run_id
@@ -163,12 +186,14 @@ def test_pipeline_flow_runs_stages_in_dag_order_then_skips(
     expected = [s.name for s in pipeline_stages(root)]
     assert expected == ["a", "c", "b"]
 
-    state, run_id = _run_pipeline(root, retries=0)
+    state, run_id = _run_pipeline(root)
     assert state.is_completed(), state.message
     assert state.result() == [{"stage": s, "status": "ran"} for s in expected]
     task_runs = _task_runs(run_id)
     assert _in_start_order(task_runs) == expected  # one task run per stage, in dependency order
+    assert [t.state.name for t in task_runs] == ["Ran"] * 3  # what DVC did, as the state name
     assert all(t.state.is_completed() for t in task_runs)
+    assert all(t.empirical_policy.retry_delay == 5.0 for t in task_runs)  # shown as "5 seconds"
     assert json.loads((root / "metrics" / "toy.json").read_text()) == {"score": 0}
     assert _wait_for_log(run_id, "Running stage 'a':")  # DVC's output is in the run's log
 
@@ -176,6 +201,7 @@ def test_pipeline_flow_runs_stages_in_dag_order_then_skips(
     assert state.is_completed(), state.message
     assert state.result() == [{"stage": s, "status": "skipped"} for s in expected]
     assert _in_start_order(_task_runs(run_id)) == expected
+    assert [t.state.name for t in _task_runs(run_id)] == ["Skipped"] * 3
 
 
 def test_pipeline_flow_retries_a_transient_failure(
@@ -219,17 +245,32 @@ def test_experiments_flow_runs_override_sets_and_publishes_metrics(
     assert rows[1]["model.hierarchy"] == hierarchy  # the list survived -S formatting
     assert (root / "params.yaml").read_text() == params_before  # workspace left alone
 
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
-            )
-        )
-    by_key = {a.key: a for a in artifacts}
-    table = by_key[TABLE_KEY].data
-    table = json.loads(table) if isinstance(table, str) else table
-    assert [r["toy.score"] for r in table] == [1, 30]
-    assert all(n in by_key[MARKDOWN_KEY].data for n in names)
+    # In the run the user opens: a task run per stage of each experiment, named and stated.
+    run_id = state.state_details.flow_run_id
+    stage_runs = {t.name: t.state.name for t in _task_runs(run_id) if " · " in t.name}
+    assert set(stage_runs) == {f"{n} · {s}" for n in names for s in ("a", "b", "c")}
+    assert stage_runs[f"{names[1]} · b"] == "Ran"  # seed 3 changed every stage
+    assert set(stage_runs.values()) <= {"Ran", "Skipped", "Restored"}
+    logs = _logs(run_id)
+    warning = "WARNING: toy stage b saw the warning seed"  # seed 3's stage b prints it
+    assert (logging.WARNING, warning) in logs
+    assert (logging.INFO, "Running stage 'b':") in logs  # DVC's output, in the stage's log
+
+    artifacts = _artifacts(run_id)
+    assert [r["toy.score"] for r in artifacts[TABLE_KEY]] == [1, 30]
+    summary = artifacts[SUMMARY_KEY]
+    assert list(summary[0]) == [
+        "experiment", "status", "model.layerscale.use_layerscale", "seed", "model.hierarchy",
+        "linear top-1", "k-NN top-1", "random init (linear)", "gain (linear)",
+        "wall time (s)",
+    ]  # fmt: skip
+    assert [r["experiment"] for r in summary] == names
+    assert all(isinstance(r["wall time (s)"], int) for r in summary)
+    comparison = artifacts[MARKDOWN_KEY]
+    header = next(line for line in comparison.splitlines() if line.startswith("| param"))
+    assert header.index(names[0]) < header.index(names[1])  # run order
+    metrics = comparison.split("## Metrics")[1]
+    assert "`toy.score`" in metrics  # the metric that changed
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
@@ -249,14 +290,7 @@ def test_experiments_flow_stops_a_hanging_experiment_at_its_deadline(
     assert state.is_failed()
     assert "1 of 2 experiments failed" in state.message and "(Timeout)" in state.message
     assert elapsed < 30 + 90, elapsed  # the deadline plus stopping and publishing, not the hour
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
-            )
-        )
-    (table,) = [a for a in artifacts if a.key == TABLE_KEY]
-    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    rows = _artifacts(state.state_details.flow_run_id)[TABLE_KEY]
     assert [(r["seed"], r["status"]) for r in rows] == [(2, "Success"), (99, "Timeout")]
     assert rows[0]["toy.score"] == 20  # the finished experiment's metrics are still published
     assert _toy_stage_processes(root, deadline=time.monotonic() + 20) == []
@@ -288,8 +322,13 @@ def test_experiments_flow_fails_fast_on_an_unknown_key(
     assert state.is_failed()
     assert "model.layerscale.use_layerscal" in state.message
     assert "did you mean 'use_layerscale'" in state.message
-    assert _task_runs(state.state_details.flow_run_id) == []
+    assert "\n" not in state.message  # one line
+    run_id = state.state_details.flow_run_id
+    assert _task_runs(run_id) == []
     assert _exp_names(root) == set()  # not even the valid set ran
+    logs = _logs(run_id)
+    assert (logging.ERROR, state.message) in logs
+    assert not any("Traceback" in message for _, message in logs)
 
 
 def test_deployments_have_schedule_and_parameter_schema(

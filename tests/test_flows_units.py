@@ -3,6 +3,7 @@ parsing, override validation and formatting, artifact rows."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -10,11 +11,13 @@ import pytest
 import yaml
 from conftest import run, tiny_params
 
-from flows.dvc_run import DvcCommandError, check_dvc, repro_status, visible_line
-from flows.exp_table import comparison_markdown, experiment_rows
+from flows.dvc_run import DvcCommandError, check_dvc, repro_status, stage_marker, visible_line
+from flows.exp_table import comparison_markdown, experiment_rows, summary_rows
+from flows.failure import one_line
 from flows.overrides import hydra_value, set_param_args, validate_override_sets
 from flows.pipeline import repro_task
 from flows.serve import main as serve_main
+from flows.stage_tasks import StageStream, log_dvc_line
 from hjepa.core.config import ConfigError
 from hjepa.core.errors import UserError
 from hjepa.integration.dvc_repo import pipeline_stages
@@ -82,11 +85,57 @@ def test_failed_dvc_command_raises_with_its_output(tmp_path: Path) -> None:
     assert "exploding" in seen  # streamed line by line to the callback as well
 
 
-def test_retry_policy_is_exponential() -> None:
+def test_retry_policy_is_one_delay_the_ui_can_show() -> None:
     configured = repro_task(3, 0.5)
     assert configured.retries == 3
-    assert configured.retry_delay_seconds == [0.5, 1.0, 2.0]
+    assert configured.retry_delay_seconds == 0.5  # a number: the task page shows "0.5 seconds"
     assert repro_task(0, 5.0).retries == 0
+
+
+def test_stage_stream_cuts_dvc_output_at_stage_markers() -> None:
+    lines = [
+        "Reproducing experiment 'x'",
+        "Stage 'prepare' didn't change, skipping",
+        "Running stage 'pretrain':",
+        "> python -m pipeline.pretrain",
+        "epoch 1/2",
+        "Stage 'probe' is cached - skipping run, checking out outputs",
+        "Running stage 'report':",
+        "boom",
+    ]
+    stream = StageStream(lines, lambda: 3)
+    assert list(stream.preamble()) == ["Reproducing experiment 'x'"]
+    cut = []
+    while stream.next_stage is not None:
+        stage, status = stream.next_stage
+        cut.append((stage, status, list(stream.stage_lines())))
+    assert cut == [
+        ("prepare", "skipped", ["Stage 'prepare' didn't change, skipping"]),
+        ("pretrain", "ran", ["Running stage 'pretrain':", "> python -m pipeline.pretrain",
+                             "epoch 1/2"]),
+        ("probe", "restored", ["Stage 'probe' is cached - skipping run, checking out outputs"]),
+        ("report", "ran", ["Running stage 'report':", "boom"]),
+    ]  # fmt: skip
+    assert stream.ended and stream.code == 3
+    assert stage_marker("Running stage 'sub/dvc.yaml:s':") == ("sub/dvc.yaml:s", "ran")
+    assert stage_marker("  not Running stage 'a':") is None
+
+
+def test_dvc_lines_are_logged_at_the_level_they_announce(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("dvc-lines")
+    with caplog.at_level(logging.INFO, logger="dvc-lines"):
+        for line in ("WARNING: no better than random init", "warning: x", "ERROR: failed", "ok"):
+            log_dvc_line(logger, line)
+    levels = [r.levelno for r in caplog.records]
+    assert levels == [logging.WARNING, logging.WARNING, logging.ERROR, logging.INFO]
+
+
+def test_a_multi_line_user_error_becomes_one_line() -> None:
+    text = "params: 2 invalid parameter(s):\n  - train.x: unknown key\n  - seed = -1: too small"
+    assert (
+        one_line(text)
+        == "params: 2 invalid parameter(s); train.x: unknown key; seed = -1: too small"
+    )
 
 
 def test_hydra_values() -> None:
@@ -164,8 +213,20 @@ def test_experiment_rows_carry_overridden_params_and_metrics() -> None:
     assert rows[1]["probe.knn.top1"] is None and rows[1]["probe.linear_top1"] == 0.9
     assert rows[2]["status"] == "Failed" and rows[2]["probe.linear_top1"] is None
     assert rows[2]["seed"] == 3  # DVC has no results of run-3: the row says what it was asked
-    text = comparison_markdown(doc, ["run-1", "run-2"])
+    text = comparison_markdown(doc, ["run-2", "run-1"])
     assert "run-1" in text and "run-2" in text and "old" not in text
+    header = next(line for line in text.splitlines() if line.startswith("| param"))
+    assert header.index("main") < header.index("run-2") < header.index("run-1")  # run order
+    changed, _, same = text.partition("## Metrics that are the same in every experiment")
+    assert "`probe.linear_top1`" in changed.split("## Metrics")[1]
+    assert "`probe.knn.top1`" not in same  # only run-1 has it: it differs
+
+    summary = summary_rows(rows, [{"seed": 1}, {"seed": 2}, {"seed": 3}])
+    assert list(summary[0]) == [
+        "experiment", "status", "seed", "linear top-1", "k-NN top-1",
+        "random init (linear)", "gain (linear)", "wall time (s)",
+    ]  # fmt: skip
+    assert summary[0]["linear top-1"] == 80.0 and summary[2]["linear top-1"] is None
 
 
 def test_serve_rejects_a_bad_cron(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -139,6 +139,19 @@ def test_device_cuda_without_a_gpu_is_a_clear_error():
         trainer(**{"train.device": "cuda"})
 
 
+def test_warmup_longer_than_the_run_is_clamped_with_a_notice():
+    # train.epochs alone can be lowered for a quick run: the default warmup (2) is clamped.
+    params = parse_params(tiny_params(**{"train.epochs": 2, "train.warmup_epochs": 2}))
+    assert params.train.warmup_epochs_used == 1
+    notices: list[str] = []
+    images = np.random.default_rng(0).integers(0, 256, size=(256, 8, 8, 1), dtype=np.uint8)
+    t = Pretrainer(params, PretrainPaths(), log=notices.append, train_images=images)
+    assert t.warmup_steps == t.steps_per_epoch  # one epoch of warmup, one of decay
+    assert t.set_schedules(t.steps_per_epoch)[0] == pytest.approx(params.train.lr)  # peak reached
+    assert notices == ["notice: train.warmup_epochs 2 > train.epochs - 1; using 1"]
+    assert parse_params(tiny_params(**{"train.epochs": 1})).train.warmup_epochs_used == 0
+
+
 def test_warmup_epochs_zero_starts_at_full_lr():
     t = trainer(**{"train.warmup_epochs": 0, "train.lr": 0.002})
     assert t.set_schedules(0)[0] == pytest.approx(0.002)

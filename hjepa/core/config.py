@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -146,9 +147,7 @@ class PredictorParams(Section):
     @model_validator(mode="after")
     def _heads_divide_width(self) -> PredictorParams:
         if self.width % self.heads:
-            raise ValueError(
-                f"predictor heads ({self.heads}) must divide predictor width ({self.width})"
-            )
+            raise ValueError(f"heads ({self.heads}) must divide width ({self.width})")
         return self
 
 
@@ -237,6 +236,8 @@ class TrainParams(Section):
     batch_size: int = Field(32, gt=0)
     lr: float = Field(1e-3, gt=0, lt=1)
     min_lr: float = Field(1e-6, ge=0, lt=1)
+    # Clamped to epochs - 1 (with a logged notice, see ``warmup_epochs_used``), so lowering
+    # train.epochs alone for a quick run needs no second override.
     warmup_epochs: int = Field(2, ge=0)
     weight_decay_start: float = Field(0.04, ge=0, lt=10)
     weight_decay_end: float = Field(0.4, ge=0, lt=10)
@@ -250,12 +251,13 @@ class TrainParams(Section):
     monitor_every: int = Field(0, ge=0)
     augment: AugmentParams = Field(default_factory=AugmentParams)
 
+    @property
+    def warmup_epochs_used(self) -> int:
+        """``warmup_epochs``, at most ``epochs - 1``: at least one epoch decays from the peak."""
+        return min(self.warmup_epochs, self.epochs - 1)
+
     @model_validator(mode="after")
     def _schedule(self) -> TrainParams:
-        if self.warmup_epochs >= self.epochs and self.epochs > 1:
-            raise ValueError(
-                f"warmup_epochs ({self.warmup_epochs}) must be smaller than epochs ({self.epochs})"
-            )
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         return self
@@ -403,8 +405,28 @@ def _describe(err: Mapping[str, Any]) -> str:
         return f"{key}: required key is missing"
     if kind == "finite_number":
         return f"{key} = {value}: not a finite number (.inf and .nan are not allowed)"
+    if kind == "value_error" and isinstance(value, Mapping):
+        return _cross_field(loc, key, msg)
     shown = json.dumps(value, default=str) if not isinstance(value, Mapping) else "{...}"
     return f"{key} = {shown}: {msg}"
+
+
+def _cross_field(loc: tuple[Any, ...], key: str, msg: str) -> str:
+    """A section validator's message with its keys spelled out in full.
+
+    The validators name the fields of their own section ("warmup_epochs (2) must be smaller than
+    epochs (2)"); a user needs the dotted keys ("train.warmup_epochs (2) ..."), the ones to write
+    in params.yaml or ``-S``. A message that names no field is prefixed with its section.
+    """
+    if not loc:
+        return msg
+    section = _section_at((*loc, ""))
+    fields = sorted(section.model_fields, key=len, reverse=True) if section else []
+    if not fields:
+        return f"{key}: {msg}"
+    pattern = re.compile(rf"(?<![\w.\[])({'|'.join(map(re.escape, fields))})(?=\s*\(|\[|\.)")
+    named = pattern.sub(lambda m: f"{key}.{m.group(1)}", msg)
+    return named if named != msg else f"{key}: {msg}"
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:

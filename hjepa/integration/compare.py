@@ -32,6 +32,7 @@ __all__ = [
     "experiments_from_exp_show",
     "experiments_from_paths",
     "git_log_reader",
+    "loss_overlay",
     "write_comparison",
 ]
 
@@ -236,7 +237,11 @@ def _delta_cell(value: float | None, base: float | None) -> str:
 
 
 def compare_markdown(exps: Sequence[Experiment], loss_figure: str | None = None) -> str:
-    """The comparison as markdown; deltas are against the first experiment (the baseline)."""
+    """The comparison as markdown; deltas are against the first experiment (the baseline).
+
+    The metrics that differ come first (they are the answer), then the loss curves, then the
+    metrics every experiment shares (e.g. the data set's class counts) in one column.
+    """
     if not exps:
         raise UserError("nothing to compare: no experiments with results were found")
     names = [e.name for e in exps]
@@ -255,22 +260,28 @@ def compare_markdown(exps: Sequence[Experiment], loss_figure: str | None = None)
     else:
         lines += ["All experiments have the same params.", ""]
     metric_keys = list(dict.fromkeys(k for e in exps for k in e.metrics))
+    changed = [k for k in metric_keys if len({e.metrics.get(k) for e in exps}) > 1]
+    same = [k for k in metric_keys if k not in changed]
     lines += ["## Metrics", ""]
-    if metric_keys:
+    if changed:
         rows = []
-        for key in metric_keys:
+        for key in changed:
             base = exps[0].metrics.get(key)
             cells = [fmt(base)] + [_delta_cell(e.metrics.get(key), base) for e in exps[1:]]
             rows.append([f"`{key}`", *cells])
         lines += [table(["metric", *names], rows), ""]
     else:
-        lines += ["No metrics found.", ""]
+        lines += ["No metric differs between the experiments." if same else "No metrics found.", ""]
     if loss_figure:
         lines += ["## Pretraining loss", "", image("loss curves", loss_figure), ""]
+    if same:
+        rows = [[f"`{k}`", fmt(exps[0].metrics.get(k))] for k in same]
+        title = "## Metrics that are the same in every experiment"
+        lines += [title, "", table(["metric", "value"], rows), ""]
     return "\n".join(lines)
 
 
-def _loss_overlay(exps: Sequence[Experiment], path: Path) -> Path | None:
+def loss_overlay(exps: Sequence[Experiment], path: Path) -> Path | None:
     with_logs = [e for e in exps if e.log is not None and len(e.log)]
     if not with_logs:
         path.unlink(missing_ok=True)
@@ -289,7 +300,7 @@ def _loss_overlay(exps: Sequence[Experiment], path: Path) -> Path | None:
 
 def write_comparison(exps: Sequence[Experiment], out_file: Path, figure_dir: Path) -> str:
     """Write the markdown (and the loss overlay when any log exists); return the markdown."""
-    fig = _loss_overlay(exps, figure_dir / "compare_loss.png")
+    fig = loss_overlay(exps, figure_dir / "compare_loss.png")
     rel = None
     if fig is not None:
         rel = Path(os.path.relpath(fig.resolve(), out_file.resolve().parent)).as_posix()

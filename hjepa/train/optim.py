@@ -56,7 +56,7 @@ class Schedules:
 
     def __init__(self, train: TrainParams, ema: EmaParams, steps_per_epoch: int) -> None:
         self.total_steps = steps_per_epoch * train.epochs
-        self.warmup_steps = steps_per_epoch * train.warmup_epochs
+        self.warmup_steps = steps_per_epoch * train.warmup_epochs_used
         self.lr, self.min_lr = train.lr, train.min_lr
         self.weight_decay = (train.weight_decay_start, train.weight_decay_end)
         self.momentum = (ema.momentum_start, ema.momentum_end)

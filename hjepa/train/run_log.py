@@ -8,14 +8,13 @@ goes, how often, and only on the main process under DDP.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from hjepa.core.io import write_text
+from hjepa.core.progress import progress_bar
 from hjepa.models.hjepa import HJEPA
 from hjepa.train.optim import StepSchedule
 
@@ -72,16 +71,8 @@ class RunLog:
 
     def open(self, start_step: int, total_steps: int) -> None:
         """Start the bar and TensorBoard at ``start_step`` (> 0 when resumed)."""
-        self._bar = tqdm(
-            total=total_steps,
-            initial=start_step,
-            desc="pretrain",
-            unit="step",
-            disable=not self.is_main,
-            dynamic_ncols=True,
-            # In a log file (DVC, Prefect, CI) redraw rarely instead of on every step.
-            mininterval=0.1 if sys.stderr.isatty() else 15.0,
-        )
+        # A bar on a terminal; in a log (DVC, Prefect, CI) a plain line every 20 s.
+        self._bar = progress_bar(total_steps, start_step, "pretrain", self.is_main)
         if not self.is_main:
             return
         from torch.utils.tensorboard import SummaryWriter

@@ -140,6 +140,11 @@ class Pretrainer:
         )
         self.steps_per_epoch = len(self.batches)
         self.schedules = Schedules(t, params.ema, self.steps_per_epoch)
+        if t.warmup_epochs_used < t.warmup_epochs and self.dist.is_main:
+            used = t.warmup_epochs_used
+            self.log(
+                f"notice: train.warmup_epochs {t.warmup_epochs} > train.epochs - 1; using {used}"
+            )
         self.total_steps = self.schedules.total_steps
         self.warmup_steps = self.schedules.warmup_steps
 

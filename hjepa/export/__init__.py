@@ -1,0 +1,1 @@
+"""Export the pretrained encoder to formats other libraries load without this project."""
