@@ -24,17 +24,17 @@ from typing import Annotated, Any, cast
 from uuid import UUID
 
 from prefect import flow, get_client, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
-from prefect.states import Cancelled, Cancelling
+from prefect.states import Cancelled, Cancelling, State
 from pydantic import Field
 
 from flows.dvc_run import check_dvc
-from flows.exp_table import comparison_markdown, experiment_rows
-from flows.experiments import MARKDOWN_KEY, TABLE_KEY, TIMEOUT, ExperimentsFailed
+from flows.exp_artifacts import publish_artifacts
+from flows.experiments import TIMEOUT
+from flows.failure import failed_run, user_error_state
 from flows.overrides import OverrideSet, load_raw_params, set_param_args, validate_override_sets
 from flows.remote import (
     check_out,
@@ -44,7 +44,7 @@ from flows.remote import (
     pushed_head,
 )
 from hjepa.core.errors import UserError
-from hjepa.integration.dvc_repo import Stage, exp_show, pipeline_stages
+from hjepa.integration.dvc_repo import Stage, pipeline_stages
 
 CHILD_FLOW = "hjepa-pool-experiment"
 POOL_DEPLOYMENT = f"{CHILD_FLOW}/pool"
@@ -188,9 +188,9 @@ def hjepa_experiments_pool(
     project_dir: str = ".",
     git_remote: str = "origin",
     timeout_minutes: Annotated[float, Field(gt=0, le=10080)] = 1440.0,
-) -> list[dict[str, Any]]:
-    """Run each override set as a DVC experiment on the work pool; publish a table and a
-    comparison.
+) -> list[dict[str, Any]] | State[Any]:
+    """Run each override set as a DVC experiment on the work pool; publish the same summary,
+    table and comparison artifacts as ``hjepa-experiments``.
 
     Args:
         overrides: one dict per experiment, dotted params keys to values, as for
@@ -207,10 +207,13 @@ def hjepa_experiments_pool(
     """
     logger = get_run_logger()
     root = Path(project_dir).resolve()
-    raw = load_raw_params(root)
-    validate_override_sets(raw, overrides)
-    set_args = [set_param_args(raw, o) for o in overrides]
-    rev = pushed_head(root, git_remote)
+    try:
+        raw = load_raw_params(root)
+        validate_override_sets(raw, overrides)
+        set_args = [set_param_args(raw, o) for o in overrides]
+        rev = pushed_head(root, git_remote)
+    except UserError as exc:
+        return user_error_state(exc)
     deadline = time.monotonic() + timeout_minutes * 60
     wall_deadline = datetime.now(UTC) + timedelta(minutes=timeout_minutes)
     common = {"rev": rev, "deadline": wall_deadline, "git_remote": git_remote}
@@ -233,7 +236,7 @@ def hjepa_experiments_pool(
         logger.info("experiment %s: %s", name, overrides_i)
         ids[name] = submit(name, {**common, "name": name, "set_args": args})
     statuses = wait_for_runs(ids, deadline)
-    return publish(root, names, overrides, statuses, git_remote, run.name)
+    return publish(root, names, overrides, statuses, git_remote, run.name, wall_times(ids))
 
 
 def _this_flow_run() -> FlowRun:
@@ -250,7 +253,8 @@ def publish(
     statuses: Mapping[str, str],
     git_remote: str,
     run_name: str,
-) -> list[dict[str, Any]]:
+    wall: Mapping[str, float],
+) -> list[dict[str, Any]] | State[Any]:
     """Pull the finished experiments' refs, publish the artifacts, fail naming failed ones."""
     logger = get_run_logger()
     succeeded = [n for n in names if statuses.get(n) == "Success"]
@@ -258,16 +262,19 @@ def publish(
         pull_experiment_refs(root, succeeded, git_remote, logger.info)
     except (UserError, RuntimeError) as exc:  # the table still shows every status
         logger.error("could not pull the experiments' results: %s", exc)
-    doc = exp_show(root)
-    rows = experiment_rows(doc, names, list(overrides), dict(statuses))
-    create_table_artifact(
-        table=rows,
-        key=TABLE_KEY,
-        description=f"DVC experiments of flow run {run_name} (work pool): params and metrics",
-    )
-    create_markdown_artifact(markdown=comparison_markdown(doc, names), key=MARKDOWN_KEY)
+    rows = publish_artifacts(root, run_name, names, overrides, statuses, wall)
     failed = [n for n in names if statuses.get(n) != "Success"]
     if failed:
         detail = ", ".join(f"{n} ({statuses.get(n, 'Unknown')})" for n in failed)
-        raise ExperimentsFailed(f"{len(failed)} of {len(names)} experiments failed: {detail}")
+        return failed_run(f"{len(failed)} of {len(names)} experiments failed: {detail}")
     return rows
+
+
+def wall_times(ids: Mapping[str, UUID]) -> dict[str, float]:
+    """Seconds each child flow run ran (Prefect's own ``total_run_time``)."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(ids.values())))
+        )
+    seconds = {r.id: r.total_run_time.total_seconds() for r in runs}
+    return {name: seconds[i] for name, i in ids.items() if i in seconds}
