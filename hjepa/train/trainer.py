@@ -112,8 +112,13 @@ class Pretrainer:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
         self.hash = training_hash(params, data_fingerprint(paths.data_dir))
+        # Every train key is read here, once, whatever path the run then takes (a run resumed
+        # from its final checkpoint never enters the loop): the read record stays the same.
         self.epochs = t.epochs
         self.num_workers = t.num_workers
+        self.grad_clip = t.grad_clip
+        self.checkpoint_every, self.keep_checkpoints = t.checkpoint_every, t.keep_checkpoints
+        self.monitor_every = t.monitor_every
 
         seed_everything(params.seed)
         images = (
@@ -122,7 +127,7 @@ class Pretrainer:
         pick = np.random.default_rng(params.seed).permutation(len(images))[:DIAG_IMAGES]
         self.diag_images = to_model_input(np.array(images[np.sort(pick)]))
         self.monitor: tuple[torch.Tensor, np.ndarray] | None = None
-        if t.monitor_every > 0:
+        if self.monitor_every > 0:
             # A fixed subset, so the monitor's memory and time do not grow with the data set.
             val_images, val_labels = load_split(paths.data_dir, "val")
             rows = np.random.default_rng(params.seed).permutation(len(val_images))
@@ -222,7 +227,7 @@ class Pretrainer:
             out = self.train_model(images, masks, second_view)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        clip = self.params.train.grad_clip
+        clip = self.grad_clip
         if clip > 0:
             trained = [p for g in self.optimizer.param_groups for p in g["params"]]
             grad_norm = nn.utils.clip_grad_norm_(trained, clip)
@@ -271,7 +276,7 @@ class Pretrainer:
         collapse = self._collapse()
         if collapse.detected and collapse.epoch == epoch + 1 and self.dist.is_main:
             warn(collapse.message())
-        every, keep = self.params.train.checkpoint_every, self.params.train.keep_checkpoints
+        every, keep = self.checkpoint_every, self.keep_checkpoints
         if self.dist.is_main and ((epoch + 1) % every == 0 or epoch + 1 == self.epochs):
             save_checkpoint(self.paths.checkpoints, epoch + 1, self._state(epoch + 1), keep)
         barrier(self.dist)
@@ -281,7 +286,7 @@ class Pretrainer:
         online k-NN only every ``train.monitor_every`` epochs and at the last ("" otherwise)."""
         out = encoder_diagnostics(self.model.target_encoder, self.diag_images.to(self.device))
         if self.monitor is not None:
-            every = self.params.train.monitor_every
+            every = self.monitor_every
             due = (epoch + 1) % every == 0 or epoch + 1 == self.epochs
             knn: Any = ""
             if due:
