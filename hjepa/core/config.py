@@ -12,10 +12,8 @@ records nothing by itself. A list of sub-models (``model.hierarchy``) is one lea
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +28,7 @@ from pydantic import (
 )
 
 from hjepa.core.errors import UserError
+from hjepa.core.params_errors import format_validation_error
 from hjepa.core.params_yaml import read_params_yaml
 
 __all__ = [
@@ -354,88 +353,6 @@ class Params(Section):
         return self.data.image_size // self.model.patch_size
 
 
-# ------------------------------------------------------------------------------- error messages
-def _loc_text(loc: Iterable[Any]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The section class that holds the last element of ``loc`` (for key suggestions)."""
-    cls: Any = Params
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = cls.model_fields.get(part) if hasattr(cls, "model_fields") else None
-        if field is None:
-            return None
-        ann = field.annotation
-        args = getattr(ann, "__args__", ())
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            cls = ann
-        elif args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
-            cls = args[0]
-        else:
-            return None
-    return cls if isinstance(cls, type) else None
-
-
-def _describe(err: Mapping[str, Any]) -> str:
-    loc = tuple(err.get("loc", ()))
-    key = _loc_text(loc) or "(top level)"
-    kind = err.get("type", "")
-    if kind == "extra_forbidden":
-        section = _section_at(loc)
-        allowed = sorted(section.model_fields) if section else []
-        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
-        text = f"{key}: unknown key"
-        if hint:
-            text += f"; did you mean '{hint[0]}'?"
-        if allowed:
-            text += f" Allowed keys here: {', '.join(allowed)}."
-        return text
-    value = err.get("input")
-    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-    if kind == "missing":
-        return f"{key}: required key is missing"
-    if kind == "finite_number":
-        return f"{key} = {value}: not a finite number (.inf and .nan are not allowed)"
-    if kind == "value_error" and isinstance(value, Mapping):
-        return _cross_field(loc, key, msg)
-    shown = json.dumps(value, default=str) if not isinstance(value, Mapping) else "{...}"
-    return f"{key} = {shown}: {msg}"
-
-
-def _cross_field(loc: tuple[Any, ...], key: str, msg: str) -> str:
-    """A section validator's message with its keys spelled out in full.
-
-    The validators name the fields of their own section ("warmup_epochs (2) must be smaller than
-    epochs (2)"); a user needs the dotted keys ("train.warmup_epochs (2) ..."), the ones to write
-    in params.yaml or ``-S``. A message that names no field is prefixed with its section.
-    """
-    if not loc:
-        return msg
-    section = _section_at((*loc, ""))
-    fields = sorted(section.model_fields, key=len, reverse=True) if section else []
-    if not fields:
-        return f"{key}: {msg}"
-    pattern = re.compile(rf"(?<![\w.\[])({'|'.join(map(re.escape, fields))})(?=\s*\(|\[|\.)")
-    named = pattern.sub(lambda m: f"{key}.{m.group(1)}", msg)
-    return named if named != msg else f"{key}: {msg}"
-
-
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One paragraph per problem, each naming the dotted key, the value and what is allowed."""
-    lines = [f"{source}: {exc.error_count()} invalid parameter(s):"]
-    lines += [f"  - {_describe(e)}" for e in exc.errors()]
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------------- loading
 def parse_params(raw: Any, source: str = "params") -> Params:
     """Validate a parsed params mapping; raise ConfigError with a readable message."""
@@ -446,7 +363,7 @@ def parse_params(raw: Any, source: str = "params") -> Params:
     try:
         params = Params.model_validate(dict(raw))
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, Params)) from None
     params._bind("")
     return params
 

@@ -39,11 +39,11 @@ from hjepa.core.config import (
     ConfigError,
     Params,
     apply_overrides,
-    format_validation_error,
     leaf_keys,
     parse_params,
     to_dict,
 )
+from hjepa.core.params_errors import format_validation_error
 from hjepa.models.hjepa import HJEPA
 from hjepa.train.ema import ema_update, momentum_at
 from hjepa.train.masks import MaskGenerator, mask_stats
@@ -159,7 +159,7 @@ def _parse(raw: dict[str, Any], schema: type[Params]) -> Params:
     try:  # an extended schema (tests): validate the same way parse_params does
         params = schema.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, "audit")) from None
+        raise ConfigError(format_validation_error(exc, "audit", Params)) from None
     params._bind("")
     return params
 
