@@ -34,7 +34,7 @@ from pydantic import Field
 from flows.dvc_run import DvcCommandError, DvcOutput, check_dvc, start_queue_workers, stream_dvc
 from flows.exp_artifacts import MARKDOWN_KEY, SUMMARY_KEY, TABLE_KEY, publish_artifacts
 from flows.failure import failed_run, user_error_state
-from flows.overrides import load_raw_params, set_param_args, validate_override_sets
+from flows.overrides import checked_set_args
 from flows.stage_tasks import StageStream, relay_stages
 from hjepa.core.errors import UserError
 from hjepa.integration.dvc_repo import queue_entries
@@ -239,9 +239,7 @@ def hjepa_experiments(
     logger = get_run_logger()
     root = Path(project_dir).resolve()
     try:
-        raw = load_raw_params(root)
-        validate_override_sets(raw, overrides)
-        set_args = [set_param_args(raw, o) for o in overrides]
+        set_args = checked_set_args(root, overrides)
     except UserError as exc:
         return user_error_state(exc)
 

@@ -93,3 +93,11 @@ def _present(raw: Mapping[str, Any], dotted: str) -> bool:
             return False
         node = node[part]
     return True
+
+
+def checked_set_args(root: Path, overrides: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """Every override set checked against the schema, as ``dvc exp run -S`` arguments; a
+    ``UserError`` naming the key when one is wrong."""
+    raw = load_raw_params(root)
+    validate_override_sets(raw, list(overrides))
+    return [set_param_args(raw, o) for o in overrides]

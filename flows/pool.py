@@ -35,7 +35,7 @@ from flows.dvc_run import check_dvc
 from flows.exp_artifacts import publish_artifacts
 from flows.experiments import TIMEOUT
 from flows.failure import failed_run, user_error_state
-from flows.overrides import OverrideSet, load_raw_params, set_param_args, validate_override_sets
+from flows.overrides import OverrideSet, checked_set_args
 from flows.remote import (
     check_out,
     default_dvc_remote,
@@ -208,9 +208,7 @@ def hjepa_experiments_pool(
     logger = get_run_logger()
     root = Path(project_dir).resolve()
     try:
-        raw = load_raw_params(root)
-        validate_override_sets(raw, overrides)
-        set_args = [set_param_args(raw, o) for o in overrides]
+        set_args = checked_set_args(root, overrides)
         rev = pushed_head(root, git_remote)
     except UserError as exc:
         return user_error_state(exc)
