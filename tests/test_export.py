@@ -41,7 +41,7 @@ def test_timm_loads_the_export_and_gives_the_same_features(
 ) -> None:
     torch.manual_seed(0)
     params = parse_params(tiny_params(**overrides))
-    encoder = build_encoder(encoder_arch(params)).eval()
+    encoder = build_encoder(encoder_arch(params.model, params.data)).eval()
     with torch.no_grad():  # move every weight off its init (LayerScale gammas included)
         for p in encoder.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -64,7 +64,8 @@ def test_timm_loads_the_export_and_gives_the_same_features(
 def test_export_refuses_a_folder_with_other_files(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    encoder = build_encoder(encoder_arch(parse_params(tiny_params())))
+    tiny = parse_params(tiny_params())
+    encoder = build_encoder(encoder_arch(tiny.model, tiny.data))
     save_encoder(tmp_path / "enc.pt", encoder)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("mine")

@@ -140,7 +140,8 @@ def test_stale_temp_files_of_the_same_target_are_removed_live_ones_kept(tmp_path
 
 def test_saving_the_same_weights_twice_gives_the_same_bytes(tmp_path):
     torch.manual_seed(0)
-    encoder = build_encoder(encoder_arch(parse_params(tiny_params())))
+    tiny = parse_params(tiny_params())
+    encoder = build_encoder(encoder_arch(tiny.model, tiny.data))
     save_encoder(tmp_path / "a" / "encoder_ema.pt", encoder, extra={"epochs": 2})
     save_encoder(tmp_path / "b" / "other_name.pt", encoder, extra={"epochs": 2})
     first = (tmp_path / "a" / "encoder_ema.pt").read_bytes()
