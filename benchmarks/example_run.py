@@ -92,7 +92,7 @@ def transcript(work: Path) -> tuple[list[str], dict[str, float]]:
     diff, _ = sh(["dvc", "exp", "diff", "main", "layerscale-on", "--md", "--no-path"], work)
     rows = [
         r
-        for r in diff.splitlines()
+        for r in diff.split("\n\n")[0].splitlines()  # the metrics table; params follow
         if r.startswith("|")
         and ("Metric" in r or "---" in r or any(f"| {m} " in r for m in metrics))
     ]
@@ -109,9 +109,9 @@ def write_readme(lines: list[str]) -> None:
     today = datetime.date.today().isoformat()
     block = [
         BEGIN,
-        f"What this looks like (made by `python benchmarks/example_run.py --write-readme` on "
-        f"{today}: default params, a fresh copy of the project, this {os.cpu_count()}-core "
-        "machine):",
+        "What this looks like (made by `python benchmarks/example_run.py --write-readme` on "
+        f"{today}:",
+        f"default params, a fresh copy of the project, this {os.cpu_count()}-core machine):",
         "",
         "```",
         *lines,

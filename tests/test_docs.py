@@ -29,36 +29,43 @@ PATH = re.compile(
 )
 
 
-def _overrides() -> list[tuple[str, str, str]]:
+def _commands() -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """Each documented command (a line, with its backslash continuations) and its overrides,
+    which apply together (``-S model.width=768 -S model.heads=12`` only makes sense as a set)."""
     found = []
     for path in DOCS + SCRIPTS:
-        for flag, key, value in OVERRIDE.findall(path.read_text()):
-            if key in ("key", "KEY"):
-                continue  # the syntax itself (`-S key=value`), not an example
-            found.append((path.relative_to(ROOT).as_posix(), flag, key, value))
+        text = path.read_text().replace("\\\n", " ")
+        for number, line in enumerate(text.splitlines(), 1):
+            sets = [(f, k, v) for f, k, v in OVERRIDE.findall(line) if k not in ("key", "KEY")]
+            if sets:  # `-S key=value` alone is the syntax, not an example
+                found.append((f"{path.relative_to(ROOT).as_posix()}:{number}", sets))
     return found
 
 
-OVERRIDES = _overrides()
+COMMANDS = _commands()
 
 
 def test_the_docs_show_overrides_at_all() -> None:
-    assert len(OVERRIDES) > 20  # the pattern still matches the way the docs write them
+    assert sum(len(sets) for _, sets in COMMANDS) > 20  # the pattern still matches the docs
 
 
-@pytest.mark.parametrize(("doc", "flag", "key", "value"), OVERRIDES, ids=lambda x: str(x)[:40])
+@pytest.mark.parametrize(("where", "sets"), COMMANDS, ids=[w for w, _ in COMMANDS])
 def test_every_documented_override_is_accepted_by_the_schema(
-    doc: str, flag: str, key: str, value: str
+    where: str, sets: list[tuple[str, str, str]]
 ) -> None:
-    """``-S`` values are read by DVC's own override grammar (Hydra), ``--set`` ones as YAML."""
+    """The overrides of one command together: ``-S`` values read by DVC's own override grammar
+    (Hydra), ``--set`` ones as YAML; a placeholder value (``W``, ``<value>``) only needs its
+    key to exist."""
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    if PLACEHOLDER.search(value):
-        parsed = _get(base, key)  # a placeholder value (`W`, `<value>`): the key must exist
-    elif flag == "-S":
-        parsed = OverridesParser.create().parse_override(f"{key}={value}").value()
-    else:
-        parsed = yaml.safe_load(value)
-    parse_params(apply_overrides(base, {key: parsed}))
+    applied = {}
+    for flag, key, value in sets:
+        if PLACEHOLDER.search(value):
+            applied[key] = _get(base, key)
+        elif flag == "-S":
+            applied[key] = OverridesParser.create().parse_override(f"{key}={value}").value()
+        else:
+            applied[key] = yaml.safe_load(value)
+    parse_params(apply_overrides(base, applied), where)
 
 
 def _get(raw: dict, key: str) -> object:
