@@ -44,7 +44,9 @@ def run_stage(
         )
         sys.exit(2)
     except BaseException:
-        print(_restore_hint(stage, removed_by_dvc).strip(), file=sys.stderr)
+        hint = _restore_hint(stage, removed_by_dvc).strip()
+        if hint:
+            print(hint, file=sys.stderr)
         raise
     write_json(params_read_path(stage), {"stage": stage, "params": sorted(reads())})
 

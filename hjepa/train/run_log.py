@@ -56,13 +56,11 @@ class RunLog:
     def __init__(
         self,
         runs_dir: Path,
-        log_tsv: Path,
         experiment: str,
         log_every: int,
         is_main: bool,
     ) -> None:
         self.run_dir = runs_dir / experiment
-        self.log_tsv = log_tsv
         self.log_every = log_every
         self.is_main = is_main
         self.rows: list[dict[str, Any]] = []
@@ -113,7 +111,9 @@ class RunLog:
         self._bar.update(1)
 
     def epoch(self, row: dict[str, Any]) -> None:
-        """One epoch done: keep its row, chart its scalars, rewrite the TSV."""
+        """One epoch done: keep its row and chart its scalars. The TSV is written once, when the
+        run ends (``write_tsv``): a run that fails midway leaves the previous run's log intact
+        (it is a persistent DVC out), and a resumed run rebuilds it from its checkpoint's rows."""
         self.rows.append(row)
         if self._writer is not None:
             self._writer.add_scalar("epoch/loss", row["loss"], row["step"])
@@ -121,8 +121,6 @@ class RunLog:
                 if isinstance(row.get(key), float):
                     self._writer.add_scalar(f"repr/{key}", row[key], row["step"])
             self._writer.add_scalar("epoch/data_wait_frac", row["data_wait_frac"], row["step"])
-        if self.is_main:
-            write_tsv(self.log_tsv, self.rows)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -162,7 +162,7 @@ class Pretrainer:
             )
         self.optimizer = make_optimizer(self.model, t.lr)
         self.autocast = self.device.type == "cuda"
-        self.run_log = RunLog(paths.runs, paths.log_tsv, experiment, t.log_every, self.dist.is_main)
+        self.run_log = RunLog(paths.runs, experiment, t.log_every, self.dist.is_main)
         self.start_epoch = 0
         self.wall_time = 0.0
 
