@@ -30,7 +30,7 @@ from hjepa.core.errors import UserError
 from hjepa.core.prepared import class_names, expected_files, load_manifest, load_split
 from hjepa.data import sources
 from hjepa.data.build import prepare_dataset
-from hjepa.data.stream import WORKERS_ENV, resolve_workers
+from hjepa.data.stream import WORKERS_ENV, ChunkTask, convert_chunk, resolve_workers
 
 
 def params(**overrides):
@@ -126,6 +126,22 @@ def test_output_identical_for_any_worker_count(tmp_path, monkeypatch):
             outputs.append((snapshot(out), metrics))
         assert outputs[0] == outputs[1] == outputs[2]
         assert sorted(os.listdir(tmp_path / "folder1")) == sorted(expected_files())  # no staging
+
+
+def test_a_worker_writes_its_chunk_at_the_chunks_rows_and_returns_only_hashes(tmp_path):
+    """The pixels never travel back to the parent: the worker puts them in the staging file."""
+    staging = tmp_path / "staging.raw"
+    staging.write_bytes(b"\xff" * 4 * 16)  # four 4x4 grayscale rows, to be overwritten in slot 1-2
+    images = np.arange(2 * 16, dtype=np.uint8).reshape(2, 4, 4)
+    task = ChunkTask(sources.convert_arrays, images, 2, 4, 1, str(staging), first_row=1)
+    hashes = convert_chunk(task)
+    assert len(hashes) == 2 and all(isinstance(h, str) for h in hashes)
+    rows = np.fromfile(staging, dtype=np.uint8).reshape(4, 4, 4)
+    assert (rows[0] == 255).all() and (rows[3] == 255).all()  # other slots untouched
+    np.testing.assert_array_equal(rows[1:3], images)
+    short = ChunkTask(sources.convert_arrays, images, 3, 4, 1, str(staging), first_row=0)
+    with pytest.raises(RuntimeError, match="a chunk of 3 labels decoded to 2 images"):
+        convert_chunk(short)
 
 
 def test_resolve_workers(monkeypatch):

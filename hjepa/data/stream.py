@@ -6,11 +6,16 @@ is therefore decoded once, written in source order to a flat file of fixed-size 
 its label, hash and provenance stay in memory; ``hjepa.data.build`` then copies the rows out by
 split. Peak memory is bounded by the chunks in flight, not by the number of images.
 
+Why the workers write the rows themselves (``os.pwrite`` at the chunk's row offset, known before
+decoding from the chunk's label count): the pixels then never cross a pipe, and the parent
+process, which on a 2-core machine shares the cores with the workers, only collects hashes.
+
 Why plain file writes and not a memory map: resident pages of a shared mapping count in the
 process's RSS, so writing through a map would grow it with the data set again.
 
-Determinism: chunks are submitted in source order and their results consumed in that order
-(at most ``2 × workers`` in flight), so the staging file is byte-identical for any worker count.
+Determinism: every chunk's rows land at the same offsets whatever process decodes it, and the
+hashes are collected in source order (at most ``2 × workers`` chunks in flight), so the staging
+file is byte-identical for any worker count.
 The worker count does not change the result, so it is not a DVC param: it comes from
 ``--workers`` / ``HJEPA_PREPARE_WORKERS`` / the usable CPU count (``resolve_workers``).
 """
@@ -57,28 +62,60 @@ def resolve_workers(flag: int | None = None) -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def convert_chunk(
-    convert: Convert, payload: Any, size: int, channels: int
-) -> tuple[bytes, list[str]]:
-    """A worker's task: the chunk's stored images (as bytes, rows in order) and their hashes."""
-    images = convert(payload, size, channels)
-    return images.tobytes(), [image_hash(row) for row in images]
+@dataclass(frozen=True)
+class ChunkTask:
+    """What a worker needs to decode one chunk into the staging file (picklable)."""
+
+    convert: Convert
+    payload: Any
+    count: int  # images in the chunk (its labels)
+    size: int
+    channels: int
+    staging: str
+    first_row: int  # the chunk's first row in the staging file
+
+
+def convert_chunk(task: ChunkTask) -> list[str]:
+    """A worker's task: decode the chunk, write its rows at their offset, return their hashes."""
+    images = task.convert(task.payload, task.size, task.channels)
+    if len(images) != task.count:  # a bug in that source: no row may land off its slot
+        raise RuntimeError(f"a chunk of {task.count} labels decoded to {len(images)} images")
+    rows = memoryview(images.tobytes())
+    offset = task.first_row * task.size * task.size * task.channels
+    fd = os.open(task.staging, os.O_WRONLY)
+    try:
+        written = 0
+        while written < len(rows):  # pwrite may write less than asked
+            written += os.pwrite(fd, rows[written:], offset + written)
+    finally:
+        os.close(fd)
+    return [image_hash(row) for row in images]
 
 
 def _ordered_results(
-    chunks: Iterator[Chunk], size: int, channels: int, workers: int
-) -> Iterator[tuple[Chunk, tuple[bytes, list[str]]]]:
-    """(chunk, its converted result) in source order; with one worker, in this process."""
+    chunks: Iterator[Chunk], staging: Path, size: int, channels: int, workers: int
+) -> Iterator[tuple[Chunk, list[str]]]:
+    """(chunk, its hashes) in source order, its rows written; with one worker, in this process."""
+    first_row = 0
+
+    def task(chunk: Chunk) -> ChunkTask:
+        nonlocal first_row
+        count = len(chunk.labels)
+        made = ChunkTask(
+            chunk.convert, chunk.payload, count, size, channels, str(staging), first_row
+        )
+        first_row += count
+        return made
+
     if workers == 1:
         for chunk in chunks:
-            yield chunk, convert_chunk(chunk.convert, chunk.payload, size, channels)
+            yield chunk, convert_chunk(task(chunk))
         return
-    pending: deque[tuple[Chunk, Future[tuple[bytes, list[str]]]]] = deque()
+    pending: deque[tuple[Chunk, Future[list[str]]]] = deque()
     with ProcessPoolExecutor(max_workers=workers) as pool:
         try:
             for chunk in chunks:
-                args = (chunk.convert, chunk.payload, size, channels)
-                pending.append((chunk, pool.submit(convert_chunk, *args)))
+                pending.append((chunk, pool.submit(convert_chunk, task(chunk))))
                 if len(pending) >= 2 * workers:
                     done, future = pending.popleft()
                     yield done, future.result()
@@ -137,16 +174,15 @@ def decode_to_staging(
     sources: list[str] = []
     hashes: list[str] = []
     progress = Progress(f"prepare {source.name}", source.count)
+    staging.write_bytes(b"")  # the workers open it for writing at their offsets, never create it
     try:
-        with open(staging, "wb") as out:
-            for chunk, (rows, chunk_hashes) in _ordered_results(
-                source.chunks, size, channels, workers
-            ):
-                out.write(rows)
-                labels.append(chunk.labels)
-                sources += chunk.sources
-                hashes += chunk_hashes
-                progress.update(len(chunk_hashes))
+        for chunk, chunk_hashes in _ordered_results(
+            source.chunks, staging, size, channels, workers
+        ):
+            labels.append(chunk.labels)
+            sources += chunk.sources
+            hashes += chunk_hashes
+            progress.update(len(chunk_hashes))
     finally:
         progress.close()
     label_array = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
