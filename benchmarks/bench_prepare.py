@@ -184,6 +184,8 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temp folder)")
     parser.add_argument("--repeat", type=int, default=2, help="timing runs per configuration")
     args = parser.parse_args()
+    if args.repeat < 1 or args.n < 1 or min(args.workers) < 1:
+        parser.error("--repeat, --n and --workers must each be at least 1")
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_prepare."))
     try:
         large, small = work / f"images_{2 * args.n}", work / f"images_{args.n}"
@@ -193,7 +195,7 @@ def main() -> None:
         runs = []
         for images in (small, large):
             for workers in args.workers:
-                runs.append(measure(work, images, workers, max(1, args.repeat)))
+                runs.append(measure(work, images, workers, args.repeat))
                 print(json.dumps(runs[-1]), flush=True)
         print(json.dumps(summarise(runs, args.n)), flush=True)
     finally:

@@ -145,8 +145,11 @@ def test_checkpoint_under_other_params_is_not_resumed(tmp_path, prepared_digits)
     text = out.stdout + out.stderr
     assert "written under different params" in text and "resuming from" not in text
     # Same params again: now it resumes (from the finished run's last checkpoint).
+    event_files = sorted(p.name for p in (d / "runs").rglob("*tfevents*"))
     again = run_stage_subprocess("pipeline.pretrain", d)
     assert "resuming from" in again.stdout + again.stderr
+    # Nothing was left to train: no new (empty) TensorBoard events file.
+    assert sorted(p.name for p in (d / "runs").rglob("*tfevents*")) == event_files
 
 
 def test_ema_target_is_the_momentum_weighted_average(tmp_path, prepared_digits, monkeypatch):

@@ -92,30 +92,34 @@ def convert_chunk(task: ChunkTask) -> list[str]:
     return [image_hash(row) for row in images]
 
 
+def _tasks(
+    chunks: Iterator[Chunk], staging: Path, size: int, channels: int
+) -> Iterator[tuple[Chunk, ChunkTask]]:
+    """Each chunk with its task: its rows start where the previous chunk's rows end."""
+    first_row = 0
+    for chunk in chunks:
+        count = len(chunk.labels)
+        yield (
+            chunk,
+            ChunkTask(chunk.convert, chunk.payload, count, size, channels, str(staging), first_row),
+        )
+        first_row += count
+
+
 def _ordered_results(
     chunks: Iterator[Chunk], staging: Path, size: int, channels: int, workers: int
 ) -> Iterator[tuple[Chunk, list[str]]]:
     """(chunk, its hashes) in source order, its rows written; with one worker, in this process."""
-    first_row = 0
-
-    def task(chunk: Chunk) -> ChunkTask:
-        nonlocal first_row
-        count = len(chunk.labels)
-        made = ChunkTask(
-            chunk.convert, chunk.payload, count, size, channels, str(staging), first_row
-        )
-        first_row += count
-        return made
-
+    tasks = _tasks(chunks, staging, size, channels)
     if workers == 1:
-        for chunk in chunks:
-            yield chunk, convert_chunk(task(chunk))
+        for chunk, task in tasks:
+            yield chunk, convert_chunk(task)
         return
     pending: deque[tuple[Chunk, Future[list[str]]]] = deque()
     with ProcessPoolExecutor(max_workers=workers) as pool:
         try:
-            for chunk in chunks:
-                pending.append((chunk, pool.submit(convert_chunk, task(chunk))))
+            for chunk, task in tasks:
+                pending.append((chunk, pool.submit(convert_chunk, task)))
                 if len(pending) >= 2 * workers:
                     done, future = pending.popleft()
                     yield done, future.result()

@@ -71,8 +71,8 @@ class RunLog:
         """Start the bar and TensorBoard at ``start_step`` (> 0 when resumed)."""
         # A bar on a terminal; in a log (DVC, Prefect, CI) a plain line every 20 s.
         self._bar = progress_bar(total_steps, start_step, "pretrain", self.is_main)
-        if not self.is_main:
-            return
+        if not self.is_main or start_step >= total_steps:
+            return  # a resume of a finished run trains nothing: no empty events file
         from torch.utils.tensorboard import SummaryWriter
 
         if start_step == 0 and self.run_dir.exists():
