@@ -357,3 +357,26 @@ def test_step_benchmark_runs_the_default_recipe() -> None:
     row = bench_pretrain.bench("default", steps=1, warmup=0, device="cpu")
     assert row["config"] == "default" and row["images_per_s"] > 0
     assert math.isfinite(row["final_loss"]) and row["gflops_per_image"] > 0
+
+
+@pytest.mark.slow
+def test_step_benchmark_bf16_autocasts_on_the_cpu(monkeypatch) -> None:
+    """``--bf16`` runs the timed step under CPU bf16 autocast and scores it against the bf16
+    matmul peak (the comparison README "Benchmarks" quotes)."""
+    seen: list[bool] = []
+    real_build = bench_pretrain.build
+
+    def spying_build(config: str, device: str):
+        trainer = real_build(config, device)
+        trainer.model.context_encoder.register_forward_pre_hook(
+            lambda module, args: seen.append(torch.is_autocast_enabled("cpu"))
+        )
+        return trainer
+
+    monkeypatch.setattr(bench_pretrain, "build", spying_build)
+    row = bench_pretrain.bench("default", steps=1, warmup=0, device="cpu", bf16=True)
+    assert seen and all(seen)
+    assert row["dtype"] == "bfloat16" and math.isfinite(row["final_loss"])
+    assert row["fraction_of_peak"] == pytest.approx(
+        row["achieved_gflops"] / row["peak_bf16_gflops"], rel=0.02
+    )
