@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hjepa.core.errors import UserError
+from hjepa.data import manifest
 from hjepa.data.manifest import build_manifest, check_arrays, validate_manifest
 from hjepa.data.split import SPLITS, duplicate_groups, stratified_split
 
@@ -188,3 +189,20 @@ def test_check_arrays(images, labels, match):
     check_arrays("train", np.zeros((4, 8, 8, 1), np.uint8), np.zeros(4, np.int64), 4, 8, 1)
     with pytest.raises(UserError, match=match):
         check_arrays("train", images, labels, 4, 8, 1)
+
+
+def test_warm_up_validates_a_valid_manifest_through_the_real_schema(monkeypatch):
+    """The warm-up prepare runs while its workers decode must go through the real validation
+    (or it warms nothing) and must pass (or its thread would stop at the first failed check)."""
+    calls = []
+
+    def spy(frame, class_names, fractions):
+        calls.append((frame, class_names, fractions))
+        validate_manifest(frame, class_names, fractions)  # raises if the frame is not valid
+
+    monkeypatch.setattr(manifest, "validate_manifest", spy)
+    manifest.warm_up_validation()
+    assert len(calls) == 1
+    frame, names, fractions = calls[0]
+    assert set(frame["split"]) == set(SPLITS) and len(names) == 2
+    assert sum(fractions.values()) == pytest.approx(1.0)

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,13 @@ from hjepa.core.errors import UserError
 from hjepa.core.prepared import class_names, expected_files, load_manifest, load_split
 from hjepa.data import sources
 from hjepa.data.build import prepare_dataset
-from hjepa.data.stream import WORKERS_ENV, ChunkTask, convert_chunk, resolve_workers
+from hjepa.data.stream import (
+    WORKERS_ENV,
+    ChunkTask,
+    convert_chunk,
+    decode_to_staging,
+    resolve_workers,
+)
 
 
 def params(**overrides):
@@ -142,6 +149,32 @@ def test_a_worker_writes_its_chunk_at_the_chunks_rows_and_returns_only_hashes(tm
     short = ChunkTask(sources.convert_arrays, images, 3, 4, 1, str(staging), first_row=0)
     with pytest.raises(RuntimeError, match="a chunk of 3 labels decoded to 2 images"):
         convert_chunk(short)
+
+
+def test_warm_up_runs_in_a_thread_while_a_pool_decodes_and_never_breaks_it(tmp_path, monkeypatch):
+    """With a pool, the parent's waiting time does the warm-up (another thread, finished before
+    decoding returns); with one worker nothing runs it; a failing warm-up changes nothing."""
+    monkeypatch.setattr(sources, "CHUNK_IMAGES", 2)
+    folder = make_folder(tmp_path / "imgs", per_class=6)
+    seen: list[int] = []  # the thread each warm-up ran in
+
+    def warm_up() -> None:
+        seen.append(threading.get_ident())
+
+    def failing() -> None:
+        raise RuntimeError("warm-up failed")
+
+    results = {}
+    for name, workers, hook in [("one", 1, warm_up), ("pool", 2, warm_up), ("bad", 2, failing)]:
+        staging = tmp_path / f"{name}.raw"
+        decoded = decode_to_staging(
+            sources.image_folder_source(str(folder)), staging, 4, 3, workers, warm_up=hook
+        )
+        results[name] = (staging.read_bytes(), decoded.hashes, decoded.labels.tolist())
+        if name == "one":
+            assert seen == []  # one worker: the later validation pays its own set-up
+    assert len(seen) == 1 and seen[0] != threading.get_ident()
+    assert results["one"] == results["pool"] == results["bad"]
 
 
 def test_resolve_workers(monkeypatch):

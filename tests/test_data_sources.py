@@ -22,6 +22,7 @@ from conftest import (
 from PIL import Image
 
 from hjepa.core.errors import UserError
+from hjepa.data.sources import image_folder_source
 
 
 # ------------------------------------------------------------------------------------ digits
@@ -90,6 +91,18 @@ def test_image_outside_class_folder_named(tmp_path):
     root = make_folder(tmp_path / "imgs")
     save_image(root / "stray.png", 3, (4, 4), "L")
     with pytest.raises(UserError, match=r"stray\.png: image directly under data.path"):
+        load_image_folder(root, 8, 1)
+
+
+def test_folder_inside_a_class_folder_named_and_linked_folders_followed(tmp_path):
+    """Folders are told from files by the listing's entry type (no stat per file): a nested
+    folder must still be refused, and a class folder that is a link inside the root still
+    counts as a class."""
+    root = make_folder(tmp_path / "imgs")
+    (root / "c_linked").symlink_to(root / "b_gray", target_is_directory=True)
+    assert image_folder_source(root).class_names == ["a_rgb", "b_gray", "c_linked"]
+    (root / "a_rgb" / "more").mkdir()
+    with pytest.raises(UserError, match=r"a_rgb/more: nested folder inside class folder"):
         load_image_folder(root, 8, 1)
 
 

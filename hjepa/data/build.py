@@ -4,9 +4,11 @@ split, build and validate the manifest, then write ``data/prepared/`` and ``metr
 Order matters: everything happens inside the temp folder that ``hjepa.core.io.atomic_dir``
 swaps in only at the end, so a bad input or a failed check leaves no partial output and keeps
 the previous output intact. The source is listed and checked (folder structure, special files,
-links) before anything is decoded; every image is decoded exactly once (``hjepa.data.stream``),
-and the split arrays are then copied out of the staging file in bounded blocks, so memory does
-not grow with the number of images. The output does not depend on the number of workers.
+links) before anything is decoded; every image is decoded exactly once (``hjepa.data.stream``;
+with a pool, the parent process meanwhile pays the manifest validation's one-time set-up in a
+thread instead of after decoding), and the split arrays are then copied out of the staging file
+in bounded blocks, so memory does not grow with the number of images. The output does not
+depend on the number of workers.
 
 Params read (all of them, always, so the stage's record matches ``dvc.yaml``): ``seed``,
 ``data.source``, ``data.path``, ``data.image_size``, ``data.channels``, ``data.split.*``,
@@ -30,7 +32,12 @@ from hjepa.core.io import atomic_dir, write_json
 from hjepa.core.prepared import RowWriter, images_file, write_index, write_labels
 from hjepa.data.cifar import cifar10_source
 from hjepa.data.conflicts import conflict_error, conflicting_rows
-from hjepa.data.manifest import build_manifest, check_arrays, validate_manifest
+from hjepa.data.manifest import (
+    build_manifest,
+    check_arrays,
+    validate_manifest,
+    warm_up_validation,
+)
 from hjepa.data.sources import Source, digits_source, image_folder_source
 from hjepa.data.split import SPLITS, duplicate_groups, stratified_split
 from hjepa.data.stream import Decoded, decode_to_staging, resolve_workers
@@ -70,7 +77,9 @@ def prepare_dataset(
     source = open_source(source_name, path)
     with atomic_dir(out_dir) as tmp:
         staging = tmp / STAGING_FILE
-        decoded = decode_to_staging(source, staging, size, channels, n_workers)
+        decoded = decode_to_staging(
+            source, staging, size, channels, n_workers, warm_up=warm_up_validation
+        )
         _require_two_classes(decoded.labels, source)
         groups = duplicate_groups(decoded.hashes)
         conflicts = conflicting_rows(groups, decoded.labels)

@@ -22,11 +22,13 @@ The worker count does not change the result, so it is not a DVC param: it comes 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,19 +109,33 @@ def _tasks(
 
 
 def _ordered_results(
-    chunks: Iterator[Chunk], staging: Path, size: int, channels: int, workers: int
+    chunks: Iterator[Chunk],
+    staging: Path,
+    size: int,
+    channels: int,
+    workers: int,
+    warm_up: Callable[[], None] | None,
 ) -> Iterator[tuple[Chunk, list[str]]]:
-    """(chunk, its hashes) in source order, its rows written; with one worker, in this process."""
+    """(chunk, its hashes) in source order, its rows written; with one worker, in this process.
+
+    ``warm_up`` (pool only) runs in a thread of this process once the workers are forked (all at
+    the first submit with the fork start method, so no thread is copied into them) and is
+    joined before the pool closes.
+    """
     tasks = _tasks(chunks, staging, size, channels)
     if workers == 1:
         for chunk, task in tasks:
             yield chunk, convert_chunk(task)
         return
     pending: deque[tuple[Chunk, Future[list[str]]]] = deque()
+    thread: threading.Thread | None = None
     with ProcessPoolExecutor(max_workers=workers) as pool:
         try:
             for chunk, task in tasks:
                 pending.append((chunk, pool.submit(convert_chunk, task)))
+                if thread is None and warm_up is not None:
+                    thread = threading.Thread(target=_quietly, args=(warm_up,), daemon=True)
+                    thread.start()
                 if len(pending) >= 2 * workers:
                     done, future = pending.popleft()
                     yield done, future.result()
@@ -129,6 +145,15 @@ def _ordered_results(
         finally:
             for _, future in pending:
                 future.cancel()
+            if thread is not None:
+                thread.join()
+
+
+def _quietly(warm_up: Callable[[], None]) -> None:
+    """Run a warm-up, dropping its errors: it only saves time, and the real call it prepares
+    raises whatever is wrong, in the main thread, where the stage reports it."""
+    with contextlib.suppress(Exception):
+        warm_up()
 
 
 class Progress:
@@ -170,10 +195,20 @@ class Decoded:
 
 
 def decode_to_staging(
-    source: Source, staging: Path, size: int, channels: int, workers: int
+    source: Source,
+    staging: Path,
+    size: int,
+    channels: int,
+    workers: int,
+    warm_up: Callable[[], None] | None = None,
 ) -> Decoded:
     """Decode every image of ``source`` into ``staging`` (rows of ``size·size·channels`` uint8,
-    source order, no header) and return the labels, provenance and hashes."""
+    source order, no header) and return the labels, provenance and hashes.
+
+    ``warm_up``: one-time set-up of what comes after decoding (e.g. the manifest validation's),
+    run in a thread of this process while a pool of several workers decodes and this process
+    would only wait; with one worker it is not run here (the later call pays it, as it would).
+    """
     labels: list[np.ndarray] = []
     sources: list[str] = []
     hashes: list[str] = []
@@ -181,7 +216,7 @@ def decode_to_staging(
     staging.write_bytes(b"")  # the workers open it for writing at their offsets, never create it
     try:
         for chunk, chunk_hashes in _ordered_results(
-            source.chunks, staging, size, channels, workers
+            source.chunks, staging, size, channels, workers, warm_up
         ):
             labels.append(chunk.labels)
             sources += chunk.sources
