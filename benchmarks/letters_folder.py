@@ -37,7 +37,6 @@ math faces are left out by name: their ``A`` is an alpha or a picture. From the 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import random
 import re
@@ -62,13 +61,12 @@ DRAW_PT = 96
 
 def font_files(roots: list[Path]) -> list[Path]:
     """Every .ttf/.otf under ``roots``, sorted, minus symbol-like faces (module docstring)."""
-    found = sorted(
+    return sorted(
         p
         for root in roots
         for p in root.rglob("*")
         if p.suffix.lower() in FONT_SUFFIXES and p.is_file() and not EXCLUDED.search(p.name)
     )
-    return found
 
 
 def has_letters(path: Path) -> bool:
@@ -131,10 +129,10 @@ def usable_fonts(roots: list[Path]) -> list[tuple[Path, list[np.ndarray]]]:
         images = render_font(path)
         if images is None:
             continue
-        digests = [hashlib.sha1(im.tobytes()).digest() for im in images]
-        if any(d in seen for d in digests):
+        pixels = [im.tobytes() for im in images]
+        if any(p in seen for p in pixels):
             continue
-        seen.update(digests)
+        seen.update(pixels)
         kept.append((path, images))
     return kept
 
