@@ -37,6 +37,7 @@ math faces are left out by name: their ``A`` is an alpha or a picture. From the 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import random
 import re
@@ -137,8 +138,9 @@ def usable_fonts(roots: list[Path]) -> list[tuple[Path, list[np.ndarray]]]:
     return kept
 
 
-def convert(roots: list[Path], out: Path, per_class: int = 300, seed: int = 0) -> int:
-    """Write ``out/<letter>/<font index>.png`` for ``per_class`` fonts; returns images written."""
+def convert(roots: list[Path], out: Path, per_class: int = 300, seed: int = 0) -> tuple[int, int]:
+    """Write ``out/<letter>/<font index>.png`` for ``per_class`` fonts drawn from the usable ones;
+    returns (images written, usable fonts found)."""
     fonts = usable_fonts(roots)
     if len(fonts) < per_class:
         raise UserError(
@@ -153,7 +155,20 @@ def convert(roots: list[Path], out: Path, per_class: int = 300, seed: int = 0) -
     for rank, index in enumerate(chosen):
         for letter, image in zip(LETTERS, fonts[index][1], strict=True):
             Image.fromarray(image).save(out / letter / f"{rank:0{width}d}.png")
-    return per_class * len(LETTERS)
+    return per_class * len(LETTERS), len(fonts)
+
+
+def set_digest(out: Path) -> str:
+    """A short SHA-256 of the rendered set (every letter's images in name order, as pixels).
+
+    Why: the set is drawn from whatever fonts are installed, so two machines with other font
+    packages (or other versions of them) draw other faces; results on the set should name it."""
+    digest = hashlib.sha256()
+    for letter in LETTERS:
+        for path in sorted((out / letter).glob("*.png")):
+            digest.update(f"{letter}/{path.name}".encode())
+            digest.update(np.asarray(Image.open(path)).tobytes())
+    return digest.hexdigest()[:12]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,11 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        n = convert(args.fonts, args.out, per_class=args.per_class, seed=args.seed)
+        n, usable = convert(args.fonts, args.out, per_class=args.per_class, seed=args.seed)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {n} images ({args.per_class} fonts x {len(LETTERS)} letters) to {args.out}")
+    print(
+        f"wrote {n} images ({args.per_class} of {usable} usable fonts x {len(LETTERS)} letters) "
+        f"to {args.out}; set digest {set_digest(args.out)} (other installed fonts, another set)"
+    )
     return 0
 
 

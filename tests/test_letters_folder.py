@@ -28,12 +28,15 @@ def _fonts(tmp_path: Path, *names: str, rename: dict[str, str] | None = None) ->
     return folder
 
 
-def test_renders_a_balanced_seeded_folder_of_centred_28px_letters(tmp_path):
+def test_renders_a_balanced_seeded_folder_of_centred_28px_letters(tmp_path, capsys):
     fonts = _fonts(
         tmp_path, "DejaVuSans.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono.ttf", "cmr10.ttf"
     )
     out = tmp_path / "out"
     assert letters_folder.main([str(fonts), str(out), "--per-class", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 of 4 usable fonts" in printed
+    assert f"set digest {letters_folder.set_digest(out)}" in printed
     assert sorted(p.name for p in out.iterdir()) == list("ABCDEFGHIJ")
     images = {}
     for letter in "ABCDEFGHIJ":
@@ -51,12 +54,15 @@ def test_renders_a_balanced_seeded_folder_of_centred_28px_letters(tmp_path):
     # Same seed, same fonts drawn; another seed draws another three of the four.
     letters_folder.main([str(fonts), str(tmp_path / "again"), "--per-class", "3"])
     assert (tmp_path / "again/A/1.png").read_bytes() == (out / "A/1.png").read_bytes()
-    picks = set()
+    assert letters_folder.set_digest(tmp_path / "again") == letters_folder.set_digest(out)
+    picks, digests = set(), set()
     for seed in range(6):
         folder = tmp_path / f"s{seed}"
         letters_folder.convert([fonts], folder, per_class=3, seed=seed)
         picks.add(tuple((folder / "B" / f"{i}.png").read_bytes() for i in range(3)))
+        digests.add(letters_folder.set_digest(folder))
     assert len(picks) > 1
+    assert len(digests) == len(picks)  # another draw of fonts, another digest
 
 
 def test_placeholder_repeated_and_symbol_faces_are_left_out(tmp_path):

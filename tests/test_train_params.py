@@ -120,6 +120,37 @@ def test_augment_crop_scale_and_hflip():
     assert all(m or s for m, s in zip(mirrored, same, strict=True))
 
 
+def test_augment_shear_leans_a_vertical_bar_both_ways():
+    bar = -torch.ones(64, 1, 16, 16)
+    bar[..., 2:14, 7:9] = 1.0  # a vertical stroke in the middle
+    cols = torch.arange(16, dtype=torch.float32)
+
+    def lean(x: torch.Tensor) -> torch.Tensor:
+        """Ink centre of the top rows minus that of the bottom rows, per image (columns)."""
+        ink = (x[:, 0] + 1) / 2
+        centre = lambda rows: (rows * cols).sum((1, 2)) / rows.sum((1, 2))  # noqa: E731
+        return centre(ink[:, 2:6]) - centre(ink[:, 10:14])
+
+    whole = {"train.augment.crop_scale": [1.0, 1.0]}
+    upright = _augmenter(**whole)(bar, torch.Generator().manual_seed(0))
+    assert lean(upright).abs().max() < 1e-4
+    sheared = _augmenter(**whole, **{"train.augment.shear_deg": 30.0})
+    out = sheared(bar, torch.Generator().manual_seed(0))
+    assert torch.equal(out, sheared(bar, torch.Generator().manual_seed(0)))
+    leans = lean(out)
+    # tan(30°) over 8 rows is up to 4.6 columns; the angle is drawn per image from ±30°.
+    assert leans.max() > 2.0 and leans.min() < -2.0
+    assert leans.abs().max() < 8 * math.tan(math.radians(30)) + 0.5
+
+
+def test_augment_shear_off_leaves_every_draw_unchanged():
+    """The shear draws from the generator only when on, so the default keeps old batches."""
+    images = torch.rand(8, 1, 8, 8) * 2 - 1
+    default = _augmenter()(images, torch.Generator().manual_seed(3))
+    explicit = _augmenter(**{"train.augment.shear_deg": 0.0})
+    assert torch.equal(default, explicit(images, torch.Generator().manual_seed(3)))
+
+
 def test_keep_checkpoints_prunes_to_the_newest(tmp_path: Path):
     for epoch in range(1, 6):
         save_checkpoint(tmp_path, epoch, {"params_hash": "x", "epoch": epoch}, keep=2)

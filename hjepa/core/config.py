@@ -223,6 +223,8 @@ class MaskParams(Section):
 class AugmentParams(Section):
     crop_scale: tuple[float, float] = (0.3, 1.0)
     hflip: bool = False
+    # Horizontal shear drawn from ±shear_deg degrees (0 = off): a font's slant.
+    shear_deg: float = Field(0.0, ge=0, le=45)
 
     @field_validator("crop_scale")
     @classmethod

@@ -1,9 +1,11 @@
-"""Batched, seeded image augmentation for pretraining: random resized crop and horizontal flip.
+"""Batched, seeded image augmentation for pretraining: random resized crop, horizontal flip and
+horizontal shear.
 
 Why batched affine resampling instead of per-image PIL transforms: one ``grid_sample`` call per
 batch is fast on CPU and GPU, and drawing every random number from the batch's own
 ``torch.Generator`` makes a batch a pure function of its seed, which is what makes kill-and-resume
-bitwise exact.
+bitwise exact. The shear draws its numbers only when it is on, so turning it off leaves every
+batch (and every published number) exactly as it was.
 """
 
 from __future__ import annotations
@@ -19,19 +21,31 @@ _LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 
 
 class Augmenter:
-    """Random resized crop (area fraction in ``crop_scale``, aspect 3/4..4/3) and optional flip."""
+    """Random resized crop (area fraction in ``crop_scale``, aspect 3/4..4/3), optional flip, and
+    horizontal shear by an angle drawn from ±``shear_deg`` (a font's slant: upright letters lean
+    like italics)."""
 
-    def __init__(self, crop_scale: tuple[float, float] = (0.3, 1.0), hflip: bool = False) -> None:
+    def __init__(
+        self,
+        crop_scale: tuple[float, float] = (0.3, 1.0),
+        hflip: bool = False,
+        shear_deg: float = 0.0,
+    ) -> None:
         self.crop_scale = tuple(float(x) for x in crop_scale)
         self.hflip = bool(hflip)
+        self.shear_deg = float(shear_deg)
 
     @classmethod
     def from_params(cls, params: AugmentParams) -> Augmenter:
         """From the ``train.augment`` section."""
-        return cls(crop_scale=params.crop_scale, hflip=params.hflip)
+        return cls(
+            crop_scale=params.crop_scale,
+            hflip=params.hflip,
+            shear_deg=params.shear_deg,
+        )
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """images: float N×C×H×W. Returns augmented images of the same shape."""
+        """images: float N×C×H×W in [-1, 1]. Returns augmented images of the same shape."""
         n = images.shape[0]
         lo, hi = self.crop_scale
         u = torch.rand(n, 5, generator=generator)
@@ -51,6 +65,10 @@ class Augmenter:
         theta[:, 0, 2] = cx
         theta[:, 1, 1] = h
         theta[:, 1, 2] = cy
+        if self.shear_deg > 0:
+            # Input x moves with output y: each row is shifted, the columns lean by the angle.
+            angle = (2 * torch.rand(n, generator=generator) - 1) * math.radians(self.shear_deg)
+            theta[:, 0, 1] = h * torch.tan(angle)
         theta = theta.to(images.device, images.dtype)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         return F.grid_sample(
