@@ -146,9 +146,16 @@ def test_augment_shear_leans_a_vertical_bar_both_ways():
 def test_augment_shear_off_leaves_every_draw_unchanged():
     """The shear draws from the generator only when on, so the default keeps old batches."""
     images = torch.rand(8, 1, 8, 8) * 2 - 1
-    default = _augmenter()(images, torch.Generator().manual_seed(3))
-    explicit = _augmenter(**{"train.augment.shear_deg": 0.0})
-    assert torch.equal(default, explicit(images, torch.Generator().manual_seed(3)))
+    used = torch.Generator().manual_seed(3)
+    _augmenter(**{"train.augment.shear_deg": 0.0})(images, used)
+    crop_only = torch.Generator().manual_seed(3)
+    torch.rand(8, 5, generator=crop_only)  # the crop and flip draws, nothing else
+    assert torch.equal(torch.rand(4, generator=used), torch.rand(4, generator=crop_only))
+    on = torch.Generator().manual_seed(3)
+    _augmenter(**{"train.augment.shear_deg": 10.0})(images, on)
+    crop_only = torch.Generator().manual_seed(3)
+    torch.rand(8, 5, generator=crop_only)
+    assert not torch.equal(torch.rand(4, generator=on), torch.rand(4, generator=crop_only))
 
 
 def test_keep_checkpoints_prunes_to_the_newest(tmp_path: Path):
