@@ -359,6 +359,14 @@ def test_step_benchmark_runs_the_default_recipe() -> None:
     assert math.isfinite(row["final_loss"]) and row["gflops_per_image"] > 0
 
 
+def test_step_benchmark_rounds_rates_to_significant_figures() -> None:
+    """Fixed decimals turned 1.34 GFLOP/s (bf16 emulated on a CPU without AVX-512) into 1.3 and
+    made the quoted fraction of peak disagree with its own inputs by 3 %."""
+    assert bench_pretrain.significant(1.3449) == 1.34
+    assert bench_pretrain.significant(0.0012345) == 0.00123
+    assert bench_pretrain.significant(98765.4) == 98800.0
+
+
 @pytest.mark.slow
 def test_step_benchmark_bf16_autocasts_on_the_cpu(monkeypatch) -> None:
     """``--bf16`` runs the timed step under CPU bf16 autocast and scores it against the bf16
