@@ -95,8 +95,7 @@ def run_seed(job: dict[str, Any]) -> dict[str, Any]:
 
         torch.set_num_threads(job["threads"])
     from hjepa.data.build import prepare_dataset
-    from hjepa.eval.probes import ProbeSettings
-    from hjepa.eval.stage import run_probe
+    from hjepa.eval.stage import run_probe_from_params
     from hjepa.train.trainer import Pretrainer, PretrainPaths
 
     params = build_params(
@@ -114,11 +113,7 @@ def run_seed(job: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         pre = Pretrainer(params, paths, log=lambda _m: None, experiment="bench").run()
         pretrain_s = time.perf_counter() - t0
-        p = params.probe
-        settings = ProbeSettings.from_params(params)
-        outcome = run_probe(
-            data_dir, paths.encoder, settings, p.features, p.last_k, p.batch_size, p.pool_grid
-        )
+        outcome = run_probe_from_params(params, data_dir, paths.encoder)
     row: dict[str, Any] = {
         "name": job["name"],
         "dataset": job["dataset"],

@@ -29,8 +29,7 @@ sys.path.insert(0, str(ROOT))  # the project's packages, whatever the working di
 import bench_pretrain  # noqa: E402  (beside this file)
 
 from hjepa.core.config import apply_overrides, parse_params  # noqa: E402
-from hjepa.eval.probes import ProbeSettings  # noqa: E402
-from hjepa.eval.stage import run_probe  # noqa: E402
+from hjepa.eval.stage import run_probe_from_params  # noqa: E402
 from hjepa.train.trainer import Pretrainer, PretrainPaths  # noqa: E402
 
 SYNTHETIC = {
@@ -79,13 +78,10 @@ def pretrain_probe(n: int = 20_000) -> None:
         cut = {"train": slice(0, int(0.8 * n)), "val": slice(int(0.8 * n), int(0.9 * n))}
         cut["test"] = slice(int(0.9 * n), n)
         start = time.perf_counter()
-        outcome = run_probe(
+        outcome = run_probe_from_params(
+            params,
             Path(tmp),
             paths.encoder,
-            ProbeSettings.from_params(params),
-            features=params.probe.features,
-            last_k=params.probe.last_k,
-            batch_size=params.probe.batch_size,
             load_split=lambda _root, split: (images[cut[split]], labels[cut[split]]),
             class_names=lambda _root: [str(i) for i in range(10)],
         )

@@ -2,14 +2,15 @@
 
 Pretraining is the expensive part of ``bench_quality.py``; the probe takes seconds. This script
 loads each ``DIR/seed<N>`` that ``--keep DIR`` left (prepared data and ``models/encoder_ema.pt``)
-and runs the probe stage's own ``run_probe`` once per variant, so readout choices (``probe.*``)
-are compared on the very same encoders, seeds and splits. It prints the same mean ± std table as
-``bench_quality.py`` per variant, plus JSON lines.
+and runs the probe stage's own ``run_probe_from_params`` once per variant, so readout choices
+(``probe.*``) are compared on the very same encoders, seeds and splits. It prints the same
+mean ± std table as ``bench_quality.py`` per variant, plus JSON lines.
 
     python benchmarks/bench_quality.py --keep /tmp/q                     # pretrain once
     python benchmarks/probe_sweep.py --keep /tmp/q --variant mean: \\
         --variant grid2:probe.pool_grid=2 \\
-        --variant hier-grid2:probe.pool_grid=2,probe.features=hierarchy
+        --variant hier-grid2:probe.pool_grid=2,probe.features=hierarchy \\
+        --variant knn-mean:probe.pool_grid=2,probe.knn_pool_grid=1
 
 Only ``probe.*`` keys may vary: anything else would need another pretraining.
 """
@@ -65,20 +66,10 @@ def seed_dirs(keep: Path) -> list[tuple[int, Path]]:
 def probe_row(
     name: str, seed: int, work: Path, params_file: Path, overrides: dict[str, Any]
 ) -> dict[str, Any]:
-    from hjepa.eval.probes import ProbeSettings
-    from hjepa.eval.stage import run_probe
+    from hjepa.eval.stage import run_probe_from_params
 
     params = build_params(params_file, overrides, seed, None, None)
-    p = params.probe
-    outcome = run_probe(
-        work / "data/prepared",
-        work / "models/encoder_ema.pt",
-        ProbeSettings.from_params(params),
-        p.features,
-        p.last_k,
-        p.batch_size,
-        p.pool_grid,
-    )
+    outcome = run_probe_from_params(params, work / "data/prepared", work / "models/encoder_ema.pt")
     row: dict[str, Any] = {"name": name, "seed": seed, "overrides": overrides}
     row.update(accuracies(outcome))
     row["feature_dim"] = outcome.feature_dim

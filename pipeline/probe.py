@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hjepa.core.config import Params
-from hjepa.eval.probes import ProbeSettings
-from hjepa.eval.stage import run_probe, write_outputs
+from hjepa.eval.stage import run_probe_from_params, write_outputs
 from pipeline._stage import run_stage
 
 DATA_ROOT = Path("data/prepared")
@@ -20,17 +19,7 @@ CONFUSION = Path("metrics/confusion.csv")
 
 
 def body(params: Params) -> None:
-    probe = params.probe
-    settings = ProbeSettings.from_params(params)
-    outcome = run_probe(
-        DATA_ROOT,
-        ENCODER,
-        settings,
-        probe.features,
-        probe.last_k,
-        probe.batch_size,
-        probe.pool_grid,
-    )
+    outcome = run_probe_from_params(params, DATA_ROOT, ENCODER)
     metrics = write_outputs(outcome, METRICS, CONFUSION)
     pixels = metrics["pixels"]
     projected = "" if pixels["dims"] == pixels["raw_dims"] else f" ({pixels['dims']}-d projection)"

@@ -74,6 +74,25 @@ def test_shuffled_labels_give_chance():
     assert result.knn_top1 < 0.45
 
 
+def test_knn_reads_its_own_features_and_the_linear_probe_its_own():
+    """``knn_splits`` feeds the k-NN only: noise there takes the k-NN to chance and leaves the
+    linear probe exactly as it was; images that do not match are refused."""
+    splits = _splits()
+    noise = np.random.default_rng(5).normal(size=(600, 12)).astype(np.float32)
+    knn_noise = FeatureSplits(
+        noise[:400], splits.train_y, noise[400:500], splits.val_y, noise[500:], splits.test_y
+    )
+    plain = evaluate(splits, SETTINGS, num_classes=4)
+    split_readout = evaluate(splits, SETTINGS, num_classes=4, knn_splits=knn_noise)
+    assert plain.knn_top1 >= 0.99 and split_readout.knn_top1 < 0.45
+    np.testing.assert_array_equal(plain.linear_pred, split_readout.linear_pred)
+    swapped = FeatureSplits(
+        noise[:400], splits.train_y[::-1], noise[400:500], splits.val_y, noise[500:], splits.test_y
+    )
+    with pytest.raises(ValueError, match="same images"):
+        evaluate(splits, SETTINGS, num_classes=4, knn_splits=swapped)
+
+
 def test_c_selection_never_sees_test_labels():
     """Poisoning the test labels changes the test score but not the chosen C or the predictions."""
     # Overlapping classes so that C matters on val.
@@ -253,6 +272,28 @@ def test_encoder_features_pool_grid_dims_and_errors(tmp_path):
         tmp_path, tmp_path / "enc.pt", SETTINGS, "hierarchy", 2, 16, 2, **_fake_kwargs()
     )
     assert out.feature_dim == 2 * 4 * 16 and probe_metrics(out)["pool_grid"] == 2
+    assert out.knn_feature_dim == 2 * 16  # the k-NN's own readout: the global mean by default
+
+
+def test_knn_pool_grid_reads_the_knn_its_own_way(tmp_path):
+    """``probe.knn_pool_grid`` changes the k-NN's features (both encoders, one forward pass) and
+    nothing of the linear probe's; a grid the encoder cannot hold names its key."""
+    torch.manual_seed(0)
+    save_encoder(tmp_path / "enc.pt", build_encoder(ARCH))  # a 4x4 token grid, width 16
+    enc = tmp_path / "enc.pt"
+    same = run_probe(tmp_path, enc, SETTINGS, "last", 2, 16, 2, **_fake_kwargs(), knn_pool_grid=2)
+    cells = run_probe(tmp_path, enc, SETTINGS, "last", 2, 16, 2, **_fake_kwargs(), knn_pool_grid=1)
+    assert (same.knn_feature_dim, cells.knn_feature_dim) == (4 * 16, 16)
+    assert probe_metrics(cells)["knn_pool_grid"] == 1 and cells.feature_dim == 4 * 16
+    for name in ("pretrained", "random_init"):
+        a, b = getattr(same, name), getattr(cells, name)
+        np.testing.assert_array_equal(a.linear_pred, b.linear_pred)
+        assert a.best_c == b.best_c
+    # Left- vs right-bright images: the global mean hides the side the 2x2 cells show.
+    for name in ("pretrained", "random_init"):
+        assert getattr(same, name).knn_top1 == 1.0 > getattr(cells, name).knn_top1
+    with pytest.raises(UserError, match=r"probe.knn_pool_grid = 5.*use a value in 1..4"):
+        run_probe(tmp_path, enc, SETTINGS, "last", 2, 16, 2, **_fake_kwargs(), knn_pool_grid=5)
 
 
 def _fake_kwargs() -> dict:

@@ -61,6 +61,8 @@ def _fake_metrics(root: Path, gammas: bool, inv_loss: float | None = None) -> No
                 "features": "last",
                 "pool_grid": 2,
                 "feature_dim": 64,
+                "knn_pool_grid": 1,
+                "knn_feature_dim": 16,
                 "per_class": {"cat": 1.0, "dog": 0.5, "emu": None},
             }
         )
@@ -111,7 +113,10 @@ def test_report_has_every_section_and_real_figures(tmp_path):
     assert "| wall_time_s | 3.5 |" in text
     assert "| regulariser (VICReg, weighted) | — | 0.08333 |" in text
     assert "| emu | — |" in text
-    assert "| pooling | means of 2×2 spatial cells (64-d) |" in text
+    assert (
+        "| pooling | linear: means of 2×2 spatial cells (64-d); "
+        "k-NN: global mean of the tokens (16-d) |" in text
+    )
     for key, name in FIGURE_NAMES.items():
         path = tmp_path / "reports" / "figures" / name
         assert figs[key] == path and _is_png(path), name

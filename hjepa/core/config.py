@@ -288,7 +288,12 @@ class EmaParams(Section):
 class ProbeParams(Section):
     features: Literal["last", "hierarchy", "last_k"] = "last"
     last_k: int = Field(2, gt=0)
+    # The linear probe's readout (pool_grid) and the k-NN's (knn_pool_grid), each g = means of
+    # g x g cells of the token grid: cells keep the layout a linear map can use, while a k-NN's
+    # cosine over cells is dominated by where things sit, which a random init reads as well
+    # (RESULTS.md, session 15). Both encoders are always read the same way.
     pool_grid: int = Field(1, gt=0)
+    knn_pool_grid: int = Field(1, gt=0)
     c_values: list[float] = Field(
         default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1
     )

@@ -12,6 +12,7 @@ features plus one batch, whatever the number of images.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ __all__ = [
     "FEATURE_MODES",
     "check_pool_grid",
     "encoder_features",
+    "encoder_readouts",
     "feature_depths",
     "pixel_features",
     "pixel_projection",
@@ -59,11 +61,12 @@ def feature_depths(arch: dict[str, Any], mode: str, last_k: int) -> list[int]:
     raise UserError(f"probe.features = {mode!r}; allowed: {', '.join(FEATURE_MODES)}")
 
 
-def check_pool_grid(pool_grid: int, grid_size: int) -> None:
-    """``probe.pool_grid`` must fit the encoder's token grid (one token per cell at most)."""
+def check_pool_grid(pool_grid: int, grid_size: int, key: str = "probe.pool_grid") -> None:
+    """``key`` (a readout's pool grid) must fit the encoder's token grid (one token per cell at
+    most)."""
     if not 1 <= pool_grid <= grid_size:
         raise UserError(
-            f"probe.pool_grid = {pool_grid}, but the encoder in models/encoder_ema.pt has a "
+            f"{key} = {pool_grid}, but the encoder in models/encoder_ema.pt has a "
             f"{grid_size}x{grid_size} token grid; use a value in 1..{grid_size}"
         )
 
@@ -87,6 +90,39 @@ def pool_tokens(tokens: torch.Tensor, pool_grid: int) -> torch.Tensor:
     return cells.flatten(2).transpose(1, 2).reshape(b, pool_grid * pool_grid * d)
 
 
+def encoder_readouts(
+    encoder: torch.nn.Module,
+    images: np.ndarray,
+    depths: list[int],
+    batch_size: int,
+    pool_grids: Sequence[int],
+    desc: str = "features",
+    device: torch.device | str = "cpu",
+) -> list[np.ndarray]:
+    """One pooled feature matrix (float32 N×D') of uint8 N×H×W×C ``images`` per entry of
+    ``pool_grids``, all from one forward pass per batch (the linear probe and the k-NN may read
+    the tokens differently; a second pass would double the cost on 10^6 images).
+
+    With ``depths`` empty, the final (normed) tokens are pooled; otherwise each listed block's
+    output is pooled and the results are concatenated in depth order. Pooling is the mean over
+    each cell of a ``pool_grid`` × ``pool_grid`` split of the token grid (see ``pool_tokens``).
+    """
+    encoder = encoder.to(device).eval()
+    outs: list[np.ndarray | None] = [None] * len(pool_grids)
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
+            x = to_model_input(images[start : start + batch_size]).to(device)
+            result = encoder(x, return_blocks=depths)
+            levels = [result.blocks[d] for d in depths] if depths else [result.tokens]
+            for i, grid in enumerate(pool_grids):
+                pooled = torch.cat([pool_tokens(t, grid) for t in levels], dim=1)
+                out = outs[i]
+                if out is None:
+                    out = outs[i] = np.empty((len(images), pooled.shape[1]), dtype=np.float32)
+                out[start : start + len(pooled)] = pooled.float().cpu().numpy()
+    return [np.zeros((0, 0), dtype=np.float32) if o is None else o for o in outs]
+
+
 def encoder_features(
     encoder: torch.nn.Module,
     images: np.ndarray,
@@ -96,28 +132,9 @@ def encoder_features(
     device: torch.device | str = "cpu",
     pool_grid: int = 1,
 ) -> np.ndarray:
-    """Pooled features (float32 N×D') of uint8 N×H×W×C ``images``, in batches.
-
-    With ``depths`` empty, the final (normed) tokens are pooled; otherwise each listed block's
-    output is pooled and the results are concatenated in depth order. Pooling is the mean over
-    each cell of a ``pool_grid`` × ``pool_grid`` split of the token grid (see ``pool_tokens``).
-    """
-    encoder = encoder.to(device).eval()
-    out: np.ndarray | None = None
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
-            x = to_model_input(images[start : start + batch_size]).to(device)
-            result = encoder(x, return_blocks=depths)
-            if depths:
-                pooled = torch.cat(
-                    [pool_tokens(result.blocks[d], pool_grid) for d in depths], dim=1
-                )
-            else:
-                pooled = pool_tokens(result.tokens, pool_grid)
-            if out is None:
-                out = np.empty((len(images), pooled.shape[1]), dtype=np.float32)
-            out[start : start + len(pooled)] = pooled.float().cpu().numpy()
-    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+    """``encoder_readouts`` with a single readout: the features pooled by ``pool_grid``."""
+    (features,) = encoder_readouts(encoder, images, depths, batch_size, [pool_grid], desc, device)
+    return features
 
 
 def pixel_projection(raw_dims: int, max_dims: int, seed: int) -> torch.Tensor | None:

@@ -286,9 +286,13 @@ def evaluate(
     settings: ProbeSettings,
     num_classes: int,
     device: torch.device | str = "cpu",
+    knn_splits: FeatureSplits | None = None,
 ) -> EvalResult:
     """Choose C (on val, or by k-fold CV on train + val: ``settings.cv_folds``), then score the
-    linear probe and the k-NN (train split as the bank, train statistics) on test."""
+    linear probe and the k-NN (train split as the bank, train statistics) on test.
+
+    ``knn_splits``: the k-NN's own features of the same images (another readout of the same
+    encoder, ``probe.knn_pool_grid``); None = the linear probe's."""
     train_x, val_x, test_x = standardise(splits.train_x, splits.val_x, splits.test_x)
     if settings.cv_folds >= 2:
         labelled = np.concatenate([splits.train_x, splits.val_x])
@@ -314,6 +318,12 @@ def evaluate(
         )
         linear_test_x = test_x
     linear_pred = chosen.model.predict(linear_test_x)
+    if knn_splits is not None:
+        if not np.array_equal(knn_splits.train_y, splits.train_y) or not np.array_equal(
+            knn_splits.test_y, splits.test_y
+        ):
+            raise ValueError("knn_splits must hold the same images as splits (labels differ)")
+        train_x, test_x = standardise(knn_splits.train_x, knn_splits.test_x)
     knn_pred = knn_predict(
         train_x,
         splits.train_y,

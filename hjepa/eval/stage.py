@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from hjepa.core.config import Params
 from hjepa.core.errors import UserError
 from hjepa.core.io import write_json, write_text
 from hjepa.core.prepared import SPLITS
 from hjepa.eval.features import (
     check_pool_grid,
-    encoder_features,
+    encoder_readouts,
     feature_depths,
     pixel_features,
     pixel_projection,
@@ -38,6 +39,7 @@ __all__ = [
     "confusion_csv",
     "probe_metrics",
     "run_probe",
+    "run_probe_from_params",
     "write_outputs",
 ]
 
@@ -53,6 +55,8 @@ class ProbeOutcome:
     feature_depths: list[int]
     feature_dim: int
     pool_grid: int
+    knn_pool_grid: int = 1
+    knn_feature_dim: int = 0  # the pretrained k-NN features' dimensions
     cv_folds: int = 0
     pixel_dims: int = 0  # dimensions the pixel baseline was probed on
     pixel_raw_dims: int = 0  # H × W × C: more than pixel_dims when randomly projected
@@ -87,8 +91,12 @@ def run_probe(
     pool_grid: int = 1,
     load_split: Callable[[Path, str], tuple[np.ndarray, np.ndarray]] | None = None,
     class_names: Callable[[Path], list[str]] | None = None,
+    knn_pool_grid: int = 1,
 ) -> ProbeOutcome:
-    """Evaluate ``encoder_path`` (and its baselines) on the prepared data in ``data_root``."""
+    """Evaluate ``encoder_path`` (and its baselines) on the prepared data in ``data_root``.
+
+    Both encoders are read with ``pool_grid`` for the linear probe and ``knn_pool_grid`` for the
+    k-NN (one forward pass serves both); raw pixels are one readout for both probes."""
     from hjepa.models.encoder import build_encoder, load_encoder
 
     if load_split is None or class_names is None:
@@ -106,36 +114,44 @@ def run_probe(
     check_encoder_fits_data(arch, data["train"][0], encoder_path)
     depths = feature_depths(arch, features, last_k)
     check_pool_grid(pool_grid, encoder.grid_size)
+    check_pool_grid(knn_pool_grid, encoder.grid_size, key="probe.knn_pool_grid")
     torch.manual_seed(settings.seed)
     random_encoder = build_encoder(arch)
 
     device = _device()
     results: dict[str, EvalResult] = {}
-    dim = 0
+    dims = (0, 0)
     raw_dims = int(np.prod(data["train"][0].shape[1:]))
     projection = pixel_projection(raw_dims, settings.pixel_dims, settings.seed)
-    sources: dict[str, Callable[[np.ndarray, str], np.ndarray]] = {
-        "pretrained": lambda x, s: encoder_features(
-            encoder, x, depths, batch_size, f"pretrained {s}", device, pool_grid
-        ),
-        "random_init": lambda x, s: encoder_features(
-            random_encoder, x, depths, batch_size, f"random-init {s}", device, pool_grid
-        ),
-        "pixels": lambda x, s: pixel_features(x, batch_size, projection, device),
+    grids = [pool_grid] if knn_pool_grid == pool_grid else [pool_grid, knn_pool_grid]
+
+    def read(model: torch.nn.Module, label: str) -> Callable[[np.ndarray, str], list[np.ndarray]]:
+        return lambda x, s: encoder_readouts(
+            model, x, depths, batch_size, grids, f"{label} {s}", device
+        )
+
+    sources: dict[str, Callable[[np.ndarray, str], list[np.ndarray]]] = {
+        "pretrained": read(encoder, "pretrained"),
+        "random_init": read(random_encoder, "random-init"),
+        "pixels": lambda x, s: [pixel_features(x, batch_size, projection, device)],
     }
     for name, extract in sources.items():
         feats = {s: extract(data[s][0], s) for s in SPLITS}
+        readouts = [
+            FeatureSplits(
+                train_x=feats["train"][i],
+                train_y=data["train"][1],
+                val_x=feats["val"][i],
+                val_y=data["val"][1],
+                test_x=feats["test"][i],
+                test_y=data["test"][1],
+            )
+            for i in range(len(feats["train"]))
+        ]
         if name == "pretrained":
-            dim = feats["train"].shape[1]
-        splits = FeatureSplits(
-            train_x=feats["train"],
-            train_y=data["train"][1],
-            val_x=feats["val"],
-            val_y=data["val"][1],
-            test_x=feats["test"],
-            test_y=data["test"][1],
-        )
-        results[name] = evaluate(splits, settings, len(names), device)
+            dims = (readouts[0].train_x.shape[1], readouts[-1].train_x.shape[1])
+        knn = readouts[1] if len(readouts) > 1 else None
+        results[name] = evaluate(readouts[0], settings, len(names), device, knn)
     return ProbeOutcome(
         pretrained=results["pretrained"],
         random_init=results["random_init"],
@@ -144,11 +160,37 @@ def run_probe(
         test_labels=data["test"][1],
         features=features,
         feature_depths=depths,
-        feature_dim=dim,
+        feature_dim=dims[0],
         pool_grid=pool_grid,
+        knn_pool_grid=knn_pool_grid,
+        knn_feature_dim=dims[1],
         cv_folds=settings.cv_folds,
         pixel_dims=raw_dims if projection is None else int(projection.shape[1]),
         pixel_raw_dims=raw_dims,
+    )
+
+
+def run_probe_from_params(
+    params: Params,
+    data_root: Path,
+    encoder_path: Path,
+    load_split: Callable[[Path, str], tuple[np.ndarray, np.ndarray]] | None = None,
+    class_names: Callable[[Path], list[str]] | None = None,
+) -> ProbeOutcome:
+    """``run_probe`` with every ``probe.*`` leaf and ``seed`` read from ``params`` (what the
+    probe stage and the benchmarks run, so a new readout key reaches all of them)."""
+    probe = params.probe
+    return run_probe(
+        data_root,
+        encoder_path,
+        ProbeSettings.from_params(params),
+        probe.features,
+        probe.last_k,
+        probe.batch_size,
+        probe.pool_grid,
+        load_split,
+        class_names,
+        knn_pool_grid=probe.knn_pool_grid,
     )
 
 
@@ -188,6 +230,8 @@ def probe_metrics(outcome: ProbeOutcome) -> dict[str, Any]:
         "feature_depths": outcome.feature_depths,
         "feature_dim": outcome.feature_dim,
         "pool_grid": outcome.pool_grid,
+        "knn_pool_grid": outcome.knn_pool_grid,
+        "knn_feature_dim": outcome.knn_feature_dim,
         "num_test": int(len(outcome.test_labels)),
         "per_class": {k: _clean(v) for k, v in per_class.items()},
     }

@@ -159,11 +159,19 @@ def _pretraining(inp: ReportInputs, figs: dict[str, Path | None], rel: str) -> l
 
 
 def _pooling(probe: dict[str, Any]) -> str:
-    """How the token grid became the probe's feature vector (``probe.pool_grid``), and its size."""
+    """How the token grid became each probe's feature vector (``probe.pool_grid`` for the
+    linear probe, ``probe.knn_pool_grid`` for the k-NN), and its size."""
     grid = probe.get("pool_grid")
-    dim = probe.get("feature_dim")
     if grid is None:
         return "—"
+    linear = _readout(grid, probe.get("feature_dim"))
+    knn_grid = probe.get("knn_pool_grid", grid)
+    if knn_grid == grid:
+        return linear
+    return f"linear: {linear}; k-NN: {_readout(knn_grid, probe.get('knn_feature_dim'))}"
+
+
+def _readout(grid: int, dim: int | None) -> str:
     how = "global mean of the tokens" if grid == 1 else f"means of {grid}×{grid} spatial cells"
     return how if dim is None else f"{how} ({dim}-d)"
 
