@@ -27,7 +27,14 @@ from hjepa.eval.probes import (
     select_c,
     standardise,
 )
-from hjepa.eval.stage import ProbeOutcome, confusion_csv, probe_metrics, run_probe, write_outputs
+from hjepa.eval.stage import (
+    ProbeOutcome,
+    confusion_csv,
+    probe_metrics,
+    run_probe,
+    run_probe_from_params,
+    write_outputs,
+)
 from hjepa.models.encoder import build_encoder, save_encoder
 
 SETTINGS = ProbeSettings(
@@ -294,6 +301,17 @@ def test_knn_pool_grid_reads_the_knn_its_own_way(tmp_path):
         assert getattr(same, name).knn_top1 == 1.0 > getattr(cells, name).knn_top1
     with pytest.raises(UserError, match=r"probe.knn_pool_grid = 5.*use a value in 1..4"):
         run_probe(tmp_path, enc, SETTINGS, "last", 2, 16, 2, **_fake_kwargs(), knn_pool_grid=5)
+
+
+def test_probe_from_params_reads_both_readouts(tmp_path):
+    """The stage's and the benchmarks' entry point passes ``probe.pool_grid`` and
+    ``probe.knn_pool_grid`` through (a key dropped there would be read but change nothing)."""
+    torch.manual_seed(0)
+    save_encoder(tmp_path / "enc.pt", build_encoder(ARCH))
+    params = parse_params(tiny_params(**{"probe.pool_grid": 4, "probe.knn_pool_grid": 2}))
+    out = run_probe_from_params(params, tmp_path, tmp_path / "enc.pt", **_fake_kwargs())
+    assert (out.pool_grid, out.knn_pool_grid) == (4, 2)
+    assert (out.feature_dim, out.knn_feature_dim) == (16 * 16, 4 * 16)
 
 
 def _fake_kwargs() -> dict:
