@@ -15,7 +15,7 @@ from conftest import ROOT, tiny_params
 
 from hjepa.core.config import ConfigError, leaf_keys, parse_params
 from hjepa.core.errors import UserError
-from hjepa.eval.features import encoder_features, feature_depths, pixel_features, pool_tokens
+from hjepa.eval.features import encoder_readouts, feature_depths, pixel_features, pool_tokens
 from hjepa.eval.probes import (
     EvalResult,
     FeatureSplits,
@@ -223,12 +223,12 @@ def test_feature_depths_per_mode():
         feature_depths(ARCH, "last_k", 4)
 
 
-def test_encoder_features_shapes_and_pooling():
+def test_encoder_readouts_shapes_and_pooling():
     torch.manual_seed(0)
     enc = build_encoder(ARCH)
     images = np.random.default_rng(0).integers(0, 256, size=(5, 8, 8, 1), dtype=np.uint8)
-    last = encoder_features(enc, images, [], batch_size=2)
-    hier = encoder_features(enc, images, [1, 3], batch_size=3)
+    last = encoder_readouts(enc, images, [], batch_size=2, pool_grids=[1])[0]
+    hier = encoder_readouts(enc, images, [1, 3], batch_size=3, pool_grids=[1])[0]
     assert last.shape == (5, 16) and hier.shape == (5, 32)
     with torch.inference_mode():
         from hjepa.core.transforms import to_model_input
@@ -260,15 +260,14 @@ def test_pool_grid_tells_apart_what_a_global_mean_cannot():
     assert not torch.equal(pool_tokens(left, 2), pool_tokens(right, 2))
 
 
-def test_encoder_features_pool_grid_dims_and_errors(tmp_path):
+def test_encoder_readouts_pool_grid_dims_and_errors(tmp_path):
     torch.manual_seed(0)
     enc = build_encoder(ARCH)  # 8x8 images, patch 2: a 4x4 token grid, width 16
     images = np.random.default_rng(0).integers(0, 256, size=(3, 8, 8, 1), dtype=np.uint8)
-    grid2 = encoder_features(enc, images, [], batch_size=2, pool_grid=2)
-    hier2 = encoder_features(enc, images, [1, 3], batch_size=2, pool_grid=2)
+    grid2, mean = encoder_readouts(enc, images, [], batch_size=2, pool_grids=[2, 1])
+    hier2 = encoder_readouts(enc, images, [1, 3], batch_size=2, pool_grids=[2])[0]
     assert grid2.shape == (3, 4 * 16) and hier2.shape == (3, 2 * 4 * 16)
-    # The mean of the 4 cell means is the global mean.
-    mean = encoder_features(enc, images, [], batch_size=2)
+    # The mean of the 4 cell means is the global mean (two readouts of one pass).
     np.testing.assert_allclose(grid2.reshape(3, 4, 16).mean(axis=1), mean, atol=1e-5)
     save_encoder(tmp_path / "enc.pt", enc)
     with pytest.raises(

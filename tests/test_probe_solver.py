@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 
 from hjepa.eval import features as features_mod
 from hjepa.eval import probes
-from hjepa.eval.features import encoder_features, pixel_features, pixel_projection
+from hjepa.eval.features import encoder_readouts, pixel_features, pixel_projection
 from hjepa.eval.linear import Problems, fit, predict_rows
 from hjepa.eval.probes import fit_linear, knn_predict, select_c, standardise
 from hjepa.models.encoder import build_encoder
@@ -149,7 +149,7 @@ def test_feature_extraction_reads_a_memory_mapped_split_one_batch_at_a_time(tmp_
         "layerscale_init": None,
         "hierarchy_depths": [2],
     }
-    feats = encoder_features(build_encoder(arch), mapped, [], batch_size=4)
+    feats = encoder_readouts(build_encoder(arch), mapped, [], batch_size=4, pool_grids=[1])[0]
     assert sizes == [4, 4, 3, 4, 4, 3]
     assert pixels.shape == (11, 64) and feats.shape == (11, 16)
     np.testing.assert_allclose(pixels, real(images).reshape(11, -1).numpy())

@@ -26,7 +26,6 @@ from hjepa.core.transforms import to_model_input
 __all__ = [
     "FEATURE_MODES",
     "check_pool_grid",
-    "encoder_features",
     "encoder_readouts",
     "feature_depths",
     "pixel_features",
@@ -121,20 +120,6 @@ def encoder_readouts(
                     out = outs[i] = np.empty((len(images), pooled.shape[1]), dtype=np.float32)
                 out[start : start + len(pooled)] = pooled.float().cpu().numpy()
     return [np.zeros((0, 0), dtype=np.float32) if o is None else o for o in outs]
-
-
-def encoder_features(
-    encoder: torch.nn.Module,
-    images: np.ndarray,
-    depths: list[int],
-    batch_size: int,
-    desc: str = "features",
-    device: torch.device | str = "cpu",
-    pool_grid: int = 1,
-) -> np.ndarray:
-    """``encoder_readouts`` with a single readout: the features pooled by ``pool_grid``."""
-    (features,) = encoder_readouts(encoder, images, depths, batch_size, [pool_grid], desc, device)
-    return features
 
 
 def pixel_projection(raw_dims: int, max_dims: int, seed: int) -> torch.Tensor | None:
