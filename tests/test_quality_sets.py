@@ -70,7 +70,9 @@ def test_menu_entries_and_their_errors(tmp_path):
     cifar, path = quality_sets.parse_dataset(f"cifar-dev={_npz(tmp_path / 'c.npz')}")
     assert cifar.overrides == {"data.channels": 3, "data.image_size": 32, "model.patch_size": 4}
     assert path == (tmp_path / "c.npz").resolve()
-    with pytest.raises(UserError, match="choose from digits, animal-shape, letters, cifar-dev"):
+    with pytest.raises(
+        UserError, match="choose from digits, animal-shape, letters, cifar-dev, cifar-5k"
+    ):
         quality_sets.parse_dataset("mnist")
     with pytest.raises(UserError, match="digits takes no path"):
         quality_sets.parse_dataset("digits=/x")
