@@ -93,7 +93,7 @@ def test_what_is_not_the_package_is_refused_with_the_reason(tmp_path, capsys):
     assert "class airplane has only 4 images" in capsys.readouterr().err
 
 
-def test_the_menu_converts_the_tarball_once_and_takes_its_folder_as_is(tmp_path):
+def test_the_menu_converts_a_tarball_takes_a_folder_as_is_and_needs_a_path(tmp_path):
     images, labels = _batch(500)  # 50 per class: too few for the menu's 500
     tgz = _tarball(tmp_path / "t.tgz", images, labels)
     qs, path = quality_sets.parse_dataset(f"cifar-5k={tgz}")
