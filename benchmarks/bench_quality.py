@@ -19,9 +19,9 @@ go to stderr (``2>/dev/null`` hides them).
 
 ``--set`` takes dotted keys and YAML values (``--set mask.target_scale=[0.1,0.2]``); the result
 is validated by hjepa.core.config like params.yaml itself. ``--dataset`` picks named sets, one per
-kind of data (quality_sets.py: digits, animal-shape, letters, cifar-dev, cifar-5k, mnist), each
-with the params it needs applied before ``--set``; with ``--keep DIR`` their runs are kept in
-``DIR/<set>/seed<N>``.
+kind of data (quality_sets.py: digits, animal-shape, letters, cifar-dev, cifar-5k, mnist,
+fashion-mnist), each with the params it needs applied before ``--set``; with ``--keep DIR`` their
+runs are kept in ``DIR/<set>/seed<N>``.
 
 After each set's table comes its verdict against both baselines, the targets of issue 20: the
 paired gain over random init in units of its std over seeds (> 3σ is a result; one seed cannot

