@@ -26,7 +26,8 @@ runs are kept in ``DIR/<set>/seed<N>``.
 After each set's table comes its verdict against both baselines, the targets of issue 20: the
 paired gain over random init in units of its std over seeds (> 3σ is a result; one seed cannot
 say), and whether the pretrained encoder reaches raw pixels (mean over seeds), on the linear probe
-and on k-NN.
+and on k-NN. The k-NN is held against the pixels twice: read like the encoders (standardised) and
+as they are (``plain``, the usual pixel k-NN, the stronger one on centred glyphs).
 """
 
 from __future__ import annotations
@@ -133,17 +134,21 @@ def run_seed(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def accuracies(outcome: Any) -> dict[str, float]:
-    """``{source}_{metric}`` test accuracies of a ``ProbeOutcome`` (the table's six cells)."""
-    return {
+    """``{source}_{metric}`` test accuracies of a ``ProbeOutcome`` (the table's six cells), and
+    ``pixels_plain_knn``: the pixels' k-NN without standardisation (the stricter pixel k-NN)."""
+    out = {
         f"{source}_{metric}": float(getattr(getattr(outcome, source), f"{metric}_top1"))
         for source, metric in METRICS
     }
+    out["pixels_plain_knn"] = float(outcome.pixels_plain_knn_top1)
+    return out
 
 
 def summarise(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and (sample) std over seeds of every numeric column, plus the gains over random init."""
     out: dict[str, Any] = {"name": name, "summary": True, "seeds": [r["seed"] for r in rows]}
     keys = [f"{s}_{m}" for s, m in METRICS] + [
+        "pixels_plain_knn",
         "pretrain_wall_s",
         "effective_rank",
         "position_share",
@@ -154,7 +159,15 @@ def summarise(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         for metric in ("linear", "knn"):
             r[f"gain_{metric}"] = r[f"pretrained_{metric}"] - r[f"random_init_{metric}"]
             r[f"over_pixels_{metric}"] = r[f"pretrained_{metric}"] - r[f"pixels_{metric}"]
-    paired = ["gain_linear", "gain_knn", "over_pixels_linear", "over_pixels_knn"]
+        if "pixels_plain_knn" in r:  # rows written before it existed lack it
+            r["over_pixels_plain_knn"] = r["pretrained_knn"] - r["pixels_plain_knn"]
+    paired = [
+        "gain_linear",
+        "gain_knn",
+        "over_pixels_linear",
+        "over_pixels_knn",
+        "over_pixels_plain_knn",
+    ]
     for key in [*keys, *paired]:
         if key not in rows[0]:  # re-probes (probe_sweep.py) have no pretraining figures
             continue
@@ -167,7 +180,8 @@ def summarise(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def verdict(summary: dict[str, Any]) -> dict[str, Any]:
     """Per probe: the gain over random init in std units and whether it beats ``SIGMAS`` (None
-    from one seed, where no spread exists), and whether pretrained ≥ raw pixels (means)."""
+    from one seed, where no spread exists), and whether pretrained ≥ raw pixels (means); for the
+    k-NN also against the pixels read without standardisation (None when not measured)."""
     out: dict[str, Any] = {}
     several = len(summary["seeds"]) > 1
     for metric in ("linear", "knn"):
@@ -175,6 +189,8 @@ def verdict(summary: dict[str, Any]) -> dict[str, Any]:
         out[f"init_sigmas_{metric}"] = gain / std if several and std > 0 else None
         out[f"beats_init_{metric}"] = bool(gain > SIGMAS * std) if several else None
         out[f"reaches_pixels_{metric}"] = bool(summary[f"over_pixels_{metric}_mean"] >= 0)
+    plain = summary.get("over_pixels_plain_knn_mean")
+    out["reaches_plain_pixels_knn"] = None if plain is None else bool(plain >= 0)
     return out
 
 
@@ -196,6 +212,8 @@ def format_table(summary: dict[str, Any]) -> str:
         ("pixels", "raw pixels"),
     ):
         lines.append(f"{label:<14}{cell(source + '_linear'):>16}{cell(source + '_knn'):>16}")
+    if "pixels_plain_knn_mean" in summary:
+        lines.append(f"{'  plain k-NN':<14}{'—':>16}{cell('pixels_plain_knn'):>16}")
     lines.append(f"{'gain vs init':<14}{cell('gain_linear'):>16}{cell('gain_knn'):>16}")
     if "pretrain_wall_s_mean" in summary:
         lines.append(
@@ -225,6 +243,10 @@ def format_verdict(summary: dict[str, Any]) -> list[str]:
             vs_init.append(f"{label} {gain:+.1f} ± {std:.1f}{spread}: {_yes(beats)}")
         pre, pix = (100 * summary[f"{s}_{metric}_mean"] for s in ("pretrained", "pixels"))
         vs_pixels.append(f"{label} {pre:.1f} vs {pix:.1f}: {_yes(v[f'reaches_pixels_{metric}'])}")
+    if v.get("reaches_plain_pixels_knn") is not None:
+        pre, plain = (100 * summary[f"{k}_mean"] for k in ("pretrained_knn", "pixels_plain_knn"))
+        flag = _yes(v["reaches_plain_pixels_knn"])
+        vs_pixels.append(f"k-NN {pre:.1f} vs plain pixels {plain:.1f}: {flag}")
     return [
         f"verdict vs random init (paired gain > {SIGMAS:g}σ?): " + "; ".join(vs_init),
         "verdict vs raw pixels (pretrained >= pixels?): " + "; ".join(vs_pixels),
@@ -310,9 +332,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def format_overview(summaries: list[dict[str, Any]]) -> str:
-    """One row per set: each of the four verdicts, and whether the set meets all of them."""
-    head = ["set", "> 3σ init linear", "> 3σ init k-NN", ">= pixels linear", ">= pixels k-NN"]
-    keys = ["beats_init_linear", "beats_init_knn", "reaches_pixels_linear", "reaches_pixels_knn"]
+    """One row per set: each verdict (the k-NN against pixels read both ways), and whether the
+    set meets all of them."""
+    head = [
+        "set",
+        "> 3σ init linear",
+        "> 3σ init k-NN",
+        ">= pixels linear",
+        ">= pixels k-NN",
+        ">= plain px k-NN",
+    ]
+    keys = [
+        "beats_init_linear",
+        "beats_init_knn",
+        "reaches_pixels_linear",
+        "reaches_pixels_knn",
+        "reaches_plain_pixels_knn",
+    ]
     lines = ["verdict per set", "  ".join(f"{h:<16}" for h in head) + "  all"]
     for s in summaries:
         flags = [s["verdict"][k] for k in keys]

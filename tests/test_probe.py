@@ -24,6 +24,7 @@ from hjepa.eval.probes import (
     evaluate,
     fit_linear,
     knn_predict,
+    plain_knn_top1,
     select_c,
     standardise,
 )
@@ -205,6 +206,40 @@ def test_knn_uses_cosine_not_euclidean():
     bank = np.array([[10.0, 0.0], [0.0, 0.1]], dtype=np.float32)
     query = np.array([[0.1, 0.0]], dtype=np.float32)  # Euclidean-nearest is bank[1]
     assert knn_predict(bank, np.array([0, 1]), query, 1, 0.07, 2)[0] == 0
+
+
+def test_plain_knn_reads_the_features_as_they_are_where_standardising_would_hurt():
+    """One strong class signal and 100 near-constant noise columns (a glyph's border pixels):
+    standardising gives the noise unit variance and buries the signal; the plain reading, the
+    stricter pixel baseline, keeps it."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=300)
+    signal = np.where(y == 0, 10.0, -10.0)[:, None] + rng.normal(size=(300, 1))
+    x = np.hstack([signal, 0.01 * rng.normal(size=(300, 100))]).astype(np.float32)
+    splits = FeatureSplits(x[:200], y[:200], x[200:250], y[200:250], x[250:], y[250:])
+    assert plain_knn_top1(splits, SETTINGS, 2) == 1.0
+    assert evaluate(splits, SETTINGS, 2).knn_top1 < 0.8
+
+
+def test_probe_records_the_plain_pixel_knn_from_the_pixels_themselves(tmp_path, monkeypatch):
+    """metrics/probe.json's ``pixels.knn_top1_plain`` is ``plain_knn_top1`` of the pixel
+    features, unstandardised, and nothing else's."""
+    import hjepa.eval.stage as stage
+
+    seen = []
+
+    def spy(splits, settings, num_classes, device="cpu"):
+        seen.append(splits)
+        return 0.125
+
+    monkeypatch.setattr(stage, "plain_knn_top1", spy)
+    torch.manual_seed(0)
+    save_encoder(tmp_path / "enc.pt", build_encoder(ARCH))
+    out = run_probe(tmp_path, tmp_path / "enc.pt", SETTINGS, "last", 2, 16, **_fake_kwargs())
+    assert probe_metrics(out)["pixels"]["knn_top1_plain"] == 0.125
+    (splits,) = seen
+    train = _fake_data()["train"][0]
+    np.testing.assert_allclose(splits.train_x, pixel_features(train), rtol=1e-6)
 
 
 def test_standardise_uses_train_statistics():

@@ -136,6 +136,24 @@ def test_verdict_needs_three_sigma_over_seeds_and_compares_with_pixels():
     assert "linear +2.0 (one seed: n/a)" in bench_quality.format_table(one)
 
 
+def test_verdict_holds_the_knn_against_the_plain_pixels_too():
+    rows = _rows([0.97, 0.98, 0.99], [0.95, 0.95, 0.95])
+    for r, plain in zip(rows, (0.92, 0.94, 0.98), strict=True):
+        r["pixels_plain_knn"] = plain  # mean 0.947: pretrained 0.95 reaches it
+    s = bench_quality.summarise("x", rows)
+    assert s["verdict"]["reaches_plain_pixels_knn"] is True
+    assert "k-NN 95.0 vs plain pixels 94.7: yes" in bench_quality.format_table(s)
+    rows[2]["pixels_plain_knn"] = 0.99
+    stricter = bench_quality.summarise("x", rows)
+    assert stricter["verdict"]["reaches_plain_pixels_knn"] is False
+    overview = bench_quality.format_overview([{**stricter, "dataset": "d"}])
+    assert ">= plain px k-NN" in overview and overview.splitlines()[-1].rstrip().endswith("NO")
+    # Rows written before the plain reading existed: no verdict, no line.
+    old = bench_quality.summarise("x", _rows([0.97, 0.98, 0.99], [0.95, 0.95, 0.95]))
+    assert old["verdict"]["reaches_plain_pixels_knn"] is None
+    assert "plain pixels" not in bench_quality.format_table(old)
+
+
 def test_dataset_flag_excludes_data_source_and_repeats(tmp_path, capsys):
     params_file = tmp_path / "params.yaml"
     params_file.write_text(json.dumps(tiny_params()))

@@ -38,6 +38,7 @@ __all__ = [
     "fit_linear",
     "knn_predict",
     "per_class_accuracy",
+    "plain_knn_top1",
     "select_c",
     "standardise",
 ]
@@ -275,6 +276,27 @@ def knn_predict(
         votes = knn_vote(query @ bank.T, labels, k, temperature, num_classes)
         preds[start : start + len(query)] = votes.cpu().numpy()
     return preds
+
+
+def plain_knn_top1(
+    splits: FeatureSplits,
+    settings: ProbeSettings,
+    num_classes: int,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Test top-1 of the same k-NN as ``evaluate`` (train split as the bank, ``knn_k``,
+    ``knn_temperature``) on the features as they are, without standardising them: for raw
+    pixels the usual pixel k-NN, a second baseline next to the standardised one (stage.py)."""
+    pred = knn_predict(
+        splits.train_x,
+        splits.train_y,
+        splits.test_x,
+        settings.knn_k,
+        settings.knn_temperature,
+        num_classes,
+        device,
+    )
+    return accuracy(pred, splits.test_y)
 
 
 def _tensor(x: np.ndarray, device: torch.device | str) -> torch.Tensor:

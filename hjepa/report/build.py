@@ -60,6 +60,9 @@ def _probe_rows(probe: dict[str, Any]) -> list[tuple[str, float | None, float | 
     for key, label in (("random_init", "random init"), ("pixels", "raw pixels")):
         sub = probe.get(key) or {}
         rows.append((label, sub.get("linear_top1"), sub.get("knn_top1")))
+    plain = (probe.get("pixels") or {}).get("knn_top1_plain")
+    if plain is not None:
+        rows.append(("raw pixels, plain k-NN", None, plain))
     return rows
 
 

@@ -139,7 +139,8 @@ def probe_bars(rows: Sequence[tuple[str, float | None, float | None]], path: Pat
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for offset, values, name in ((-0.2, linear, "linear probe"), (0.2, knn, "k-NN")):
         bars = ax.bar(x + offset, values, width=0.4, label=name)
-        ax.bar_label(bars, fmt="%.1f", fontsize="small")
+        shown = ["" if np.isnan(v) else f"{v:.1f}" for v in values]  # a source without a probe
+        ax.bar_label(bars, labels=shown, fontsize="small")
     ax.set_xticks(x, labels)
     ax.set_ylabel("test top-1 (%)")
     ax.set_ylim(0, 105)
