@@ -55,7 +55,13 @@ def _fake_metrics(root: Path, gammas: bool, inv_loss: float | None = None) -> No
                 "linear_top1": 0.9,
                 "knn_top1": 0.8,
                 "random_init": {"linear_top1": 0.7, "knn_top1": 0.5},
-                "pixels": {"linear_top1": 0.95, "knn_top1": 0.93, "dims": 512, "raw_dims": 3072},
+                "pixels": {
+                    "linear_top1": 0.95,
+                    "knn_top1": 0.93,
+                    "knn_top1_plain": 0.97,
+                    "dims": 512,
+                    "raw_dims": 3072,
+                },
                 "gain_over_random_init": 0.2,
                 "best_c": 1.0,
                 "features": "last",
@@ -107,6 +113,7 @@ def test_report_has_every_section_and_real_figures(tmp_path):
     assert "| raw pixels |" in results and "loss curves" in results
     assert "| LayerScale | on, init 0.0001 |" in text
     assert "| raw pixels | 95.00% | 93.00% |" in text
+    assert "| raw pixels, plain k-NN | — | 97.00% |" in results  # the stricter pixel k-NN
     assert "| pixel baseline | 3072 pixels, randomly projected to 512 dims" in text
     assert "+20.00 points" in text
     assert "| `model.width`" not in text and "| model.width | 16 |" in text
