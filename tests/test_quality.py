@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import stage_dir, tiny_params
+from test_docs import OVERRIDE
 
 from hjepa.core.config import parse_params
 from hjepa.models.hjepa import HJEPA
@@ -357,6 +358,22 @@ def test_step_benchmark_runs_the_default_recipe() -> None:
     row = bench_pretrain.bench("default", steps=1, warmup=0, device="cpu")
     assert row["config"] == "default" and row["images_per_s"] > 0
     assert math.isfinite(row["final_loss"]) and row["gflops_per_image"] > 0
+
+
+def test_step_benchmark_times_the_letters_recipe_as_the_readme_writes_it() -> None:
+    """The "letters" config is the training side (model and augmentation keys) of the README's
+    letters recipe: the step time quoted for the recipe cannot drift from the recipe."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = readme.splitlines()
+    row = next(line for line in rows if line.startswith("| glyphs at 28 px that vary"))
+    written = {
+        key: float(value)
+        for _flag, key, value in OVERRIDE.findall(row)
+        if key.startswith(("model.", "train.augment."))
+    }
+    assert written and bench_pretrain.CONFIGS["letters"] == written
+    model = bench_pretrain.build("letters", "cpu").model
+    assert model.context_encoder.vit.blocks[0].mlp.fc1.out_features == 2 * 128
 
 
 def test_step_benchmark_rounds_rates_to_significant_figures() -> None:
