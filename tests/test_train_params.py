@@ -158,6 +158,40 @@ def test_augment_shear_off_leaves_every_draw_unchanged():
     assert not torch.equal(torch.rand(4, generator=on), torch.rand(4, generator=crop_only))
 
 
+def test_augment_brightness_scales_intensity_above_black():
+    """Black stays black, every other pixel of a view is multiplied by one gain within the
+    range (clipped at white), and the gains differ from view to view."""
+    images = torch.full((64, 1, 8, 8), -1.0)
+    images[..., 2:6, 2:6] = 0.0  # mid-gray square on black: intensity above black = 1
+    plain = _augmenter()(images, torch.Generator().manual_seed(0))
+    shaded = _augmenter(**{"train.augment.brightness": 0.5})
+    out = shaded(images, torch.Generator().manual_seed(0))  # the same crops, then a gain
+    assert torch.equal(out, shaded(images, torch.Generator().manual_seed(0)))
+    black = plain == -1
+    assert black.any() and torch.equal(out[black], plain[black])
+    lit = (plain + 1) > 0.1
+    gains = ((out + 1) / (plain + 1)).where(lit, torch.nan).flatten(1)
+    low, high = gains.nan_to_num(9.0).amin(1), gains.nan_to_num(0.0).amax(1)
+    assert torch.allclose(low, high, atol=1e-4)  # one gain per view
+    assert low.min() >= 1 / 1.5 - 1e-4 and high.max() <= 1.5 + 1e-4
+    assert low.min() < 0.8 and high.max() > 1.25  # darker and lighter views both drawn
+    white = torch.ones(64, 1, 8, 8)
+    assert shaded(white, torch.Generator().manual_seed(0)).max() <= 1.0
+
+
+def test_augment_brightness_off_leaves_every_draw_unchanged():
+    """Like the shear: brightness 0 draws nothing, so the default keeps old batches."""
+    images = torch.rand(8, 1, 8, 8) * 2 - 1
+    off = torch.Generator().manual_seed(3)
+    base = _augmenter(**{"train.augment.brightness": 0.0})(images, off)
+    crop_only = torch.Generator().manual_seed(3)
+    torch.rand(8, 5, generator=crop_only)
+    assert torch.equal(torch.rand(4, generator=off), torch.rand(4, generator=crop_only))
+    on = torch.Generator().manual_seed(3)
+    shaded = _augmenter(**{"train.augment.brightness": 0.3})(images, on)
+    assert not torch.equal(shaded, base)
+
+
 def test_keep_checkpoints_prunes_to_the_newest(tmp_path: Path):
     for epoch in range(1, 6):
         save_checkpoint(tmp_path, epoch, {"params_hash": "x", "epoch": epoch}, keep=2)

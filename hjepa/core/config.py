@@ -225,6 +225,9 @@ class AugmentParams(Section):
     hflip: bool = False
     # Horizontal shear drawn from ±shear_deg degrees (0 = off): a font's slant.
     shear_deg: float = Field(0.0, ge=0, le=45)
+    # Each view's intensity above black scaled by a factor drawn log-uniformly from
+    # [1 / (1 + brightness), 1 + brightness] (0 = off): a garment's shade, the lighting.
+    brightness: float = Field(0.0, ge=0, le=1)
 
     @field_validator("crop_scale")
     @classmethod

@@ -1,11 +1,11 @@
-"""Batched, seeded image augmentation for pretraining: random resized crop, horizontal flip and
-horizontal shear.
+"""Batched, seeded image augmentation for pretraining: random resized crop, horizontal flip,
+horizontal shear and brightness.
 
 Why batched affine resampling instead of per-image PIL transforms: one ``grid_sample`` call per
 batch is fast on CPU and GPU, and drawing every random number from the batch's own
 ``torch.Generator`` makes a batch a pure function of its seed, which is what makes kill-and-resume
-bitwise exact. The shear draws its numbers only when it is on, so turning it off leaves every
-batch (and every published number) exactly as it was.
+bitwise exact. The shear and the brightness draw their numbers only when they are on, so turning
+them off leaves every batch (and every published number) exactly as it was.
 """
 
 from __future__ import annotations
@@ -21,19 +21,26 @@ _LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 
 
 class Augmenter:
-    """Random resized crop (area fraction in ``crop_scale``, aspect 3/4..4/3), optional flip, and
+    """Random resized crop (area fraction in ``crop_scale``, aspect 3/4..4/3), optional flip,
     horizontal shear by an angle drawn from ±``shear_deg`` (a font's slant: upright letters lean
-    like italics)."""
+    like italics), and a brightness gain drawn log-uniformly from [1 / (1 + ``brightness``),
+    1 + ``brightness``].
+
+    The gain scales each view's intensity above black (black stays black, brighter pixels clip at
+    white): a dark and a light shirt are one class, and raw pixels cannot tell that, so an
+    encoder that learns it is read better by a k-NN (RESULTS.md, session 29)."""
 
     def __init__(
         self,
         crop_scale: tuple[float, float] = (0.3, 1.0),
         hflip: bool = False,
         shear_deg: float = 0.0,
+        brightness: float = 0.0,
     ) -> None:
         self.crop_scale = tuple(float(x) for x in crop_scale)
         self.hflip = bool(hflip)
         self.shear_deg = float(shear_deg)
+        self.brightness = float(brightness)
 
     @classmethod
     def from_params(cls, params: AugmentParams) -> Augmenter:
@@ -42,6 +49,7 @@ class Augmenter:
             crop_scale=params.crop_scale,
             hflip=params.hflip,
             shear_deg=params.shear_deg,
+            brightness=params.brightness,
         )
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -71,6 +79,12 @@ class Augmenter:
             theta[:, 0, 1] = h * torch.tan(angle)
         theta = theta.to(images.device, images.dtype)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-        return F.grid_sample(
+        out = F.grid_sample(
             images, grid, mode="bilinear", padding_mode="border", align_corners=False
         )
+        if self.brightness > 0:
+            span = math.log1p(self.brightness)
+            gain = torch.exp((2 * torch.rand(n, generator=generator) - 1) * span)
+            gain = gain.to(out.device, out.dtype).view(n, 1, 1, 1)
+            out = ((out + 1) * gain - 1).clamp(-1, 1)  # [-1, 1]: -1 is black
+        return out
