@@ -27,8 +27,9 @@ class Augmenter:
     1 + ``brightness``].
 
     The gain scales each view's intensity above black (black stays black, brighter pixels clip at
-    white): a dark and a light shirt are one class, and raw pixels cannot tell that, so an
-    encoder that learns it is read better by a k-NN (RESULTS.md, session 29)."""
+    white): a dark and a light shirt are one class, and raw pixels cannot tell that. On
+    Fashion-MNIST the recipe with it put the k-NN above pixels on the seeds it was chosen on,
+    and level with them over six seeds (RESULTS.md, sessions 29–30)."""
 
     def __init__(
         self,
