@@ -24,6 +24,8 @@ fonts of the measured set come from (one ``apt-get install``, ~1,000 font files)
         fonts-gotico-antiqua fonts-century-catalogue fonts-ecolier-court fonts-femkeklaver \\
         fonts-dejavu-extra fonts-league-spartan fonts-rufscript fonts-tomsontalks
     python benchmarks/letters_folder.py /usr/share/fonts /tmp/letters   # 300 fonts x 10
+    python benchmarks/letters_folder.py /usr/share/fonts /tmp/letters_kt --letters KLMNOPQRST \
+        --seed 1   # ten other capitals, another draw of fonts: the fonts recipe's held-out check
 
 How each image is made: the capital letter is drawn at 96 pt, cropped to its ink, scaled to fit
 a 24×24 box (aspect kept) and centred on a black 28×28 canvas, white ink. A font is used only if
@@ -70,8 +72,8 @@ def font_files(roots: list[Path]) -> list[Path]:
     )
 
 
-def has_letters(path: Path) -> bool:
-    """Whether the font's character map maps every one of ``LETTERS`` to a real glyph."""
+def has_letters(path: Path, letters: str = LETTERS) -> bool:
+    """Whether the font's character map maps every one of ``letters`` to a real glyph."""
     from fontTools.ttLib import TTFont, TTLibError
 
     logging.getLogger("fontTools").setLevel(logging.ERROR)  # quirks of real fonts, not errors
@@ -80,7 +82,7 @@ def has_letters(path: Path) -> bool:
             cmap = font.getBestCmap() or {}
     except (TTLibError, OSError, ValueError, AssertionError, KeyError):
         return False
-    return all(cmap.get(ord(c), ".notdef") != ".notdef" for c in LETTERS)
+    return all(cmap.get(ord(c), ".notdef") != ".notdef" for c in letters)
 
 
 def render(font: ImageFont.FreeTypeFont, letter: str) -> np.ndarray | None:
@@ -100,16 +102,16 @@ def render(font: ImageFont.FreeTypeFont, letter: str) -> np.ndarray | None:
     return pixels if pixels.max() > 0 else None
 
 
-def render_font(path: Path) -> list[np.ndarray] | None:
-    """The ten letters of one font, or None when the font fails a check (module docstring)."""
-    if not has_letters(path):
+def render_font(path: Path, letters: str = LETTERS) -> list[np.ndarray] | None:
+    """The letters of one font, or None when the font fails a check (module docstring)."""
+    if not has_letters(path, letters):
         return None
     try:
         font = ImageFont.truetype(str(path), DRAW_PT)
     except OSError:
         return None
     images = []
-    for letter in LETTERS:
+    for letter in letters:
         try:
             image = render(font, letter)
         except (OSError, ValueError):
@@ -122,12 +124,12 @@ def render_font(path: Path) -> list[np.ndarray] | None:
     return images
 
 
-def usable_fonts(roots: list[Path]) -> list[tuple[Path, list[np.ndarray]]]:
+def usable_fonts(roots: list[Path], letters: str = LETTERS) -> list[tuple[Path, list[np.ndarray]]]:
     """Fonts that pass every check, in path order, with their renders; repeats dropped."""
     seen: set[bytes] = set()
     kept = []
     for path in font_files(roots):
-        images = render_font(path)
+        images = render_font(path, letters)
         if images is None:
             continue
         pixels = [im.tobytes() for im in images]
@@ -138,10 +140,27 @@ def usable_fonts(roots: list[Path]) -> list[tuple[Path, list[np.ndarray]]]:
     return kept
 
 
-def convert(roots: list[Path], out: Path, per_class: int = 300, seed: int = 0) -> tuple[int, int]:
+def check_letters(letters: str) -> str:
+    """``letters`` if it names at least two distinct characters that can each be a folder name.
+
+    Why: each character becomes a class folder, so a repeat would merge two classes' images and a
+    path separator would write outside ``out``."""
+    bad = any(c in "/\\." or not c.isprintable() or c.isspace() for c in letters)
+    if len(letters) < 2 or len(set(letters)) < len(letters) or bad:
+        raise UserError(
+            f"--letters {letters!r}: give two or more distinct printable characters, none of "
+            f"'/', '\\', '.' or spaces (e.g. {LETTERS}, or KLMNOPQRST for another ten capitals)"
+        )
+    return letters
+
+
+def convert(
+    roots: list[Path], out: Path, per_class: int = 300, seed: int = 0, letters: str = LETTERS
+) -> tuple[int, int]:
     """Write ``out/<letter>/<font index>.png`` for ``per_class`` fonts drawn from the usable ones;
     returns (images written, usable fonts found)."""
-    fonts = usable_fonts(roots)
+    check_letters(letters)
+    fonts = usable_fonts(roots, letters)
     if len(fonts) < per_class:
         raise UserError(
             f"{', '.join(map(str, roots))}: {len(fonts)} usable fonts, --per-class {per_class} "
@@ -149,24 +168,33 @@ def convert(roots: list[Path], out: Path, per_class: int = 300, seed: int = 0) -
             f"lower --per-class)"
         )
     chosen = sorted(random.Random(seed).sample(range(len(fonts)), per_class))
-    for letter in LETTERS:
+    for letter in letters:
         (out / letter).mkdir(parents=True, exist_ok=True)
     width = len(str(per_class - 1))
     for rank, index in enumerate(chosen):
-        for letter, image in zip(LETTERS, fonts[index][1], strict=True):
+        for letter, image in zip(letters, fonts[index][1], strict=True):
             Image.fromarray(image).save(out / letter / f"{rank:0{width}d}.png")
-    return per_class * len(LETTERS), len(fonts)
+    return per_class * len(letters), len(fonts)
+
+
+def is_rendered(folder: Path) -> bool:
+    """Whether ``folder`` is a set this script wrote: two or more class folders of .png images.
+
+    Why: a benchmark given a folder must tell a rendered set (of any ``--letters``) from a tree
+    of font files, whose subfolders hold .ttf/.otf files and no images."""
+    classes = [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+    return len(classes) >= 2 and all(any(c.glob("*.png")) for c in classes)
 
 
 def set_digest(out: Path) -> str:
-    """A short SHA-256 of the rendered set (every letter's images in name order, as pixels).
+    """A short SHA-256 of the rendered set (every letter folder's images in name order, as pixels).
 
     Why: the set is drawn from whatever fonts are installed, so two machines with other font
     packages (or other versions of them) draw other faces; results on the set should name it."""
     digest = hashlib.sha256()
-    for letter in LETTERS:
-        for path in sorted((out / letter).glob("*.png")):
-            digest.update(f"{letter}/{path.name}".encode())
+    for folder in sorted(p for p in out.iterdir() if p.is_dir()):
+        for path in sorted(folder.glob("*.png")):
+            digest.update(f"{folder.name}/{path.name}".encode())
             digest.update(np.asarray(Image.open(path)).tobytes())
     return digest.hexdigest()[:12]
 
@@ -177,14 +205,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="image folder to create (one folder per letter)")
     parser.add_argument("--per-class", type=int, default=300, help="fonts drawn (default 300)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--letters",
+        default=LETTERS,
+        help=f"characters drawn, one class folder each (default {LETTERS}; another glyph set of "
+        "the same kind, e.g. KLMNOPQRST, checks a recipe on classes it was not chosen on)",
+    )
     args = parser.parse_args(argv)
     try:
-        n, usable = convert(args.fonts, args.out, per_class=args.per_class, seed=args.seed)
+        n, usable = convert(
+            args.fonts, args.out, per_class=args.per_class, seed=args.seed, letters=args.letters
+        )
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"wrote {n} images ({args.per_class} of {usable} usable fonts x {len(LETTERS)} letters) "
+        f"wrote {n} images ({args.per_class} of {usable} usable fonts x {len(args.letters)} "
+        f"letters) "
         f"to {args.out}; set digest {set_digest(args.out)} (other installed fonts, another set)"
     )
     return 0

@@ -13,7 +13,8 @@ applied before the user's ``--set`` overrides.
 - ``letters``: the capitals A–J in every installed font, 28×28 grayscale, 300 fonts per letter
   (3,000 images), rendered by ``letters_folder.py`` from the font files under ``=PATH`` (default
   ``/usr/share/fonts``; that script's docstring lists the Debian font packages of the measured
-  set), or the folder that script wrote.
+  set), or a folder that script wrote (``--letters KLMNOPQRST`` renders another ten capitals: the
+  same kind of glyph set on classes no recipe was chosen on).
 - ``cifar-dev``: the development set of natural colour photos, the first 846 CIFAR-10 test images
   (``shared/data/cifar10_test_first846.npz``: ``images`` uint8 N×32×32×3, ``labels``,
   ``class_names``), written out as an image folder. Without ``=PATH`` the file is looked for in
@@ -115,8 +116,8 @@ def _animal_shape_folder(path: Path, out: Path) -> Path:
 def _letters_folder(path: Path, out: Path) -> Path:
     import letters_folder
 
-    if all((path / letter).is_dir() for letter in letters_folder.LETTERS):
-        return path  # already rendered
+    if letters_folder.is_rendered(path):
+        return path  # already rendered (A–J, or another --letters set)
     letters_folder.convert([path], out, per_class=300, seed=0)
     return out
 

@@ -100,3 +100,30 @@ def test_the_menu_renders_fonts_or_takes_a_rendered_folder(tmp_path):
     qs, path = quality_sets.parse_dataset(f"letters={fonts}")
     with pytest.raises(UserError, match="4 usable fonts, --per-class 300"):
         qs.materialise(path, tmp_path / "work")
+
+
+def test_another_set_of_letters_is_its_own_class_folders_and_the_menu_takes_it(tmp_path, capsys):
+    fonts = _fonts(tmp_path, "DejaVuSans.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono.ttf")
+    out = tmp_path / "kt"
+    argv = [str(fonts), str(out), "--per-class", "2", "--letters", "KLMNOPQRST"]
+    assert letters_folder.main(argv) == 0
+    assert "2 of 3 usable fonts x 10 letters" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == list("KLMNOPQRST")
+    default = tmp_path / "aj"
+    letters_folder.convert([fonts], default, per_class=2)
+    # Other classes, other pictures, another digest: the set is not A–J relabelled.
+    assert (out / "K/0.png").read_bytes() != (default / "A/0.png").read_bytes()
+    assert letters_folder.set_digest(out) != letters_folder.set_digest(default)
+    assert letters_folder.is_rendered(out) and letters_folder.is_rendered(default)
+    assert not letters_folder.is_rendered(fonts) and not letters_folder.is_rendered(tmp_path)
+    qs, path = quality_sets.parse_dataset(f"letters={out}")
+    assert qs.materialise(path, tmp_path / "work") == str(out)  # used as it is, not re-rendered
+
+
+@pytest.mark.parametrize("letters", ["A", "ABA", "AB/", "A B", "A.B"])
+def test_letters_that_cannot_be_distinct_class_folders_are_refused(tmp_path, capsys, letters):
+    fonts = _fonts(tmp_path, "DejaVuSans.ttf")
+    assert letters_folder.main([str(fonts), str(tmp_path / "o"), "--letters", letters]) == 2
+    err = capsys.readouterr().err
+    assert f"--letters {letters!r}" in err and "distinct printable characters" in err
+    assert not (tmp_path / "o").exists()  # refused before anything is written
