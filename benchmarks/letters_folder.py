@@ -27,13 +27,14 @@ fonts of the measured set come from (one ``apt-get install``, ~1,000 font files)
     python benchmarks/letters_folder.py /usr/share/fonts /tmp/letters_kt --letters KLMNOPQRST \
         --seed 1   # ten other capitals, another draw of fonts: the fonts recipe's held-out check
 
-How each image is made: the capital letter is drawn at 96 pt, cropped to its ink, scaled to fit
-a 24×24 box (aspect kept) and centred on a black 28×28 canvas, white ink. A font is used only if
-its character map has all ten letters, every letter leaves ink, no two of its letters look the
-same (a font that draws one placeholder box for every letter) and none of its letters repeats an
-image already kept (the same face installed twice, e.g. as .otf and .ttf). Symbol, dingbat and
-math faces are left out by name: their ``A`` is an alpha or a picture. From the fonts that pass,
-``--per-class`` are drawn with a seeded shuffle, so every class holds the same fonts.
+How each image is made: the capital letter is drawn at 96 pt, cropped to its ink, scaled to fit a
+24×24 box (aspect kept) and centred on a black 28×28 canvas, white ink. A font is used only if its
+character map has every letter drawn (``--letters``), every letter leaves ink, no two of its
+letters look the same (a font that draws one placeholder box for every letter) and none of its
+letters repeats an image already kept (the same face installed twice, e.g. as .otf and .ttf).
+Symbol, dingbat and math faces are left out by name: their ``A`` is an alpha or a picture. From the
+fonts that pass, ``--per-class`` are drawn with a seeded shuffle, so every class holds the same
+fonts.
 """
 
 from __future__ import annotations
