@@ -141,8 +141,8 @@ def usable_fonts(roots: list[Path], letters: str = LETTERS) -> list[tuple[Path, 
     return kept
 
 
-def check_letters(letters: str) -> str:
-    """``letters`` if it names at least two distinct characters that can each be a folder name.
+def check_letters(letters: str) -> None:
+    """Refuse ``letters`` unless it names two or more distinct characters, each a folder name.
 
     Why: each character becomes a class folder, so a repeat would merge two classes' images and a
     path separator would write outside ``out``."""
@@ -152,7 +152,6 @@ def check_letters(letters: str) -> str:
             f"--letters {letters!r}: give two or more distinct printable characters, none of "
             f"'/', '\\', '.' or spaces (e.g. {LETTERS}, or KLMNOPQRST for another ten capitals)"
         )
-    return letters
 
 
 def convert(
