@@ -41,7 +41,13 @@ def param_groups(model: HJEPA) -> list[dict[str, Any]]:
 
 
 def make_optimizer(model: HJEPA, lr: float) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model), lr=lr, betas=(0.9, 0.95), foreach=True)
+    """AdamW as one fused kernel on CUDA (the multi-tensor update was ~7 ms of GPU time in a
+    64 ms ViT-B step on an H200, 2026-12-04), the multi-tensor path elsewhere."""
+    cuda = next(model.parameters()).is_cuda
+    groups = param_groups(model)
+    if cuda:
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=True)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), foreach=True)
 
 
 class StepSchedule(NamedTuple):

@@ -42,6 +42,7 @@ from hjepa.train.checkpoint import (
     set_aside,
 )
 from hjepa.train.collapse import CollapseCheck, check_collapse, warn
+from hjepa.train.device_setup import main_process_threads, prefer_shape_free_attention
 from hjepa.train.diagnostics import encoder_diagnostics
 from hjepa.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from hjepa.train.ema import ema_update
@@ -116,6 +117,8 @@ class Pretrainer:
         # from its final checkpoint never enters the loop): the read record stays the same.
         self.epochs = t.epochs
         self.num_workers = t.num_workers
+        torch.set_num_threads(main_process_threads(self.device, self.num_workers))
+        prefer_shape_free_attention(self.device)
         self.grad_clip = t.grad_clip
         self.checkpoint_every, self.keep_checkpoints = t.checkpoint_every, t.keep_checkpoints
         self.monitor_every = t.monitor_every
