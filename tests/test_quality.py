@@ -391,8 +391,8 @@ def test_step_benchmark_bf16_autocasts_on_the_cpu(monkeypatch) -> None:
     seen: list[bool] = []
     real_build = bench_pretrain.build
 
-    def spying_build(config: str, device: str):
-        trainer = real_build(config, device)
+    def spying_build(config: str, device: str, batches: int = 4):
+        trainer = real_build(config, device, batches)
         trainer.model.context_encoder.register_forward_pre_hook(
             lambda module, args: seen.append(torch.is_autocast_enabled("cpu"))
         )
@@ -405,3 +405,10 @@ def test_step_benchmark_bf16_autocasts_on_the_cpu(monkeypatch) -> None:
     assert row["fraction_of_peak"] == pytest.approx(
         row["achieved_gflops"] / row["peak_bf16_gflops"], rel=0.02
     )
+
+
+def test_step_benchmark_feeds_every_timed_step_from_one_loader_pass() -> None:
+    """A new loader per pass restarts its workers inside the timed steps (on a GPU that read as
+    data wait): the benchmark's set holds one batch for each warm-up and timed step, and more."""
+    trainer = bench_pretrain.build("anchor", "cpu", batches=30)
+    assert len(trainer.batches) >= 30
