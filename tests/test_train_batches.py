@@ -11,7 +11,7 @@ from conftest import tiny_params
 from hjepa.core.config import parse_params
 from hjepa.core.prepared import load_split
 from hjepa.train.augment import Augmenter
-from hjepa.train.batches import PretrainBatches, make_loader
+from hjepa.train.batches import EpochSpan, PretrainBatches, make_loader
 from hjepa.train.masks import MaskGenerator
 
 
@@ -59,3 +59,28 @@ def test_loader_pins_batches_on_cuda(prepared_digits):
     assert batch.images.is_pinned() and batch.masks.context_idx.is_pinned()
     moved = batch.to(torch.device("cuda"))
     assert moved.images.is_cuda and moved.masks.target_idx.is_cuda
+
+
+def test_one_loader_over_several_epochs_gives_each_epochs_own_batches(prepared_digits):
+    """The trainer reads all its epochs through one loader (workers start once): batch k of
+    the span must be the batch ``set_epoch`` + index gives, epoch after epoch, in the main
+    process and in workers alike."""
+    images, _ = load_split(prepared_digits, "train")
+    batches = make_batches(images)
+    n = len(batches)
+    expected = []
+    for epoch in (1, 2):
+        batches.set_epoch(epoch)
+        expected += [batches[i] for i in range(n)]
+    span = EpochSpan(make_batches(images), first=1, stop=3)
+    assert len(span) == 2 * n
+    for workers in (0, 2):
+        got = list(make_loader(span, num_workers=workers))
+        assert len(got) == 2 * n
+        for a, b in zip(got, expected, strict=True):
+            assert torch.equal(a.images, b.images)
+            assert torch.equal(a.masks.context_idx, b.masks.context_idx)
+    assert not torch.equal(expected[0].images, expected[n].images)  # epochs do differ
+    with pytest.raises(IndexError):
+        span[2 * n]
+    assert len(EpochSpan(batches, first=3, stop=3)) == 0  # a run resumed at its last epoch

@@ -60,7 +60,8 @@ def slice_masks(masks: Masks, start: int, stop: int) -> Masks:
 
 
 class PretrainBatches(Dataset):
-    """Indexable by batch number within the current epoch (``set_epoch`` before iterating)."""
+    """Indexable by batch number within the current epoch (``set_epoch`` before iterating);
+    ``batch(epoch, index)`` builds any epoch's batch directly (``EpochSpan``)."""
 
     def __init__(
         self,
@@ -92,7 +93,7 @@ class PretrainBatches(Dataset):
         self.world_size = world_size
         self.two_views = two_views
         self.epoch = 0
-        self._order = self._permutation(0)
+        self._order_epoch, self._order = 0, self._permutation(0)
 
     def _permutation(self, epoch: int) -> np.ndarray:
         g = torch.Generator().manual_seed(batch_seed(self.seed, epoch, 0, stream=1))
@@ -100,16 +101,26 @@ class PretrainBatches(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self._order = self._permutation(epoch)
+
+    def _order_of(self, epoch: int) -> np.ndarray:
+        """The epoch's data order, kept for the epoch being built (one randperm per epoch)."""
+        if epoch != self._order_epoch:
+            self._order_epoch, self._order = epoch, self._permutation(epoch)
+        return self._order
 
     def __len__(self) -> int:
         return len(self.images) // self.batch_size  # full batches only: steady shapes
 
     def __getitem__(self, index: int) -> Batch:
+        return self.batch(self.epoch, index)
+
+    def batch(self, epoch: int, index: int) -> Batch:
+        """Batch ``index`` of ``epoch``: a pure function of (seed, epoch, index)."""
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range (epoch has {len(self)} batches)")
-        g = torch.Generator().manual_seed(batch_seed(self.seed, self.epoch, index))
-        idx = np.sort(self._order[index * self.batch_size : (index + 1) * self.batch_size])
+        g = torch.Generator().manual_seed(batch_seed(self.seed, epoch, index))
+        order = self._order_of(epoch)
+        idx = np.sort(order[index * self.batch_size : (index + 1) * self.batch_size])
         clean = to_model_input(self.images[idx])
         images = self.augment(clean, g)
         masks = self.mask_generator.sample(self.batch_size, g)
@@ -125,7 +136,30 @@ class PretrainBatches(Dataset):
         )
 
 
-def make_loader(batches: PretrainBatches, num_workers: int, pin_memory: bool = False) -> DataLoader:
+class EpochSpan(Dataset):
+    """Epochs ``first`` to ``stop - 1`` of ``batches`` as one run of batches, epoch after epoch.
+
+    One loader over the whole run starts its workers once and keeps building the next epoch's
+    first batches while the last epoch ends (diagnostics, checkpoint); a loader per epoch
+    would restart them, and the GPU would wait for their first batches every epoch."""
+
+    def __init__(self, batches: PretrainBatches, first: int, stop: int) -> None:
+        self.batches, self.first = batches, first
+        self.count = max(0, stop - first) * len(batches)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> Batch:
+        if not 0 <= index < self.count:
+            raise IndexError(f"batch {index} out of range (the span has {self.count} batches)")
+        epoch, within = divmod(index, len(self.batches))
+        return self.batches.batch(self.first + epoch, within)
+
+
+def make_loader(
+    batches: PretrainBatches | EpochSpan, num_workers: int, pin_memory: bool = False
+) -> DataLoader:
     """A loader over whole batches (no re-batching); workers build images and masks, reading
     only their batch's rows of the (memory-mapped) split. ``pin_memory``: on CUDA, batches
     arrive in page-locked memory so ``Batch.to`` copies them without blocking."""

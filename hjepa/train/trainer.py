@@ -12,10 +12,11 @@ Design choices that matter to users:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from hjepa.core.transforms import to_model_input
 from hjepa.models.encoder import save_encoder
 from hjepa.models.hjepa import HJEPA, Masks
 from hjepa.train.augment import Augmenter
-from hjepa.train.batches import PretrainBatches, make_loader
+from hjepa.train.batches import Batch, EpochSpan, PretrainBatches, make_loader
 from hjepa.train.checkpoint import (
     find_resume_point,
     remove_stale_temp_files,
@@ -173,25 +174,28 @@ class Pretrainer:
     def run(self) -> dict[str, Any]:
         self._resume_if_possible()
         self.run_log.open(self.start_epoch * self.steps_per_epoch, self.total_steps)
+        # One loader for all the epochs left: its workers start once (EpochSpan).
+        span = EpochSpan(self.batches, self.start_epoch, self.epochs)
+        cuda = self.device.type == "cuda"
+        batches = iter(make_loader(span, self.num_workers, cuda)) if len(span) else iter(())
         try:
             for epoch in range(self.start_epoch, self.epochs):
-                self._train_epoch(epoch)
+                self._train_epoch(epoch, itertools.islice(batches, self.steps_per_epoch))
         finally:
+            del batches  # its workers end here, also when a step raised
             self.run_log.close()
         metrics = self._finish()
         shutdown(self.dist)
         return metrics
 
-    def _train_epoch(self, epoch: int) -> None:
+    def _train_epoch(self, epoch: int, batches: Iterator[Batch]) -> None:
         self.model.train()
-        self.batches.set_epoch(epoch)
         n_levels = len(self.params.model.hierarchy)
         sums = torch.zeros(n_levels + 4, device=self.device)
         wait = 0.0
         t0 = t_fetch = time.perf_counter()
         sched = self.schedules.at(epoch * self.steps_per_epoch)
-        loader = make_loader(self.batches, self.num_workers, pin_memory=self.device.type == "cuda")
-        for i, batch in enumerate(loader):
+        for i, batch in enumerate(batches):
             wait += time.perf_counter() - t_fetch
             step = epoch * self.steps_per_epoch + i
             sched = self.schedules.apply(self.optimizer, step)
