@@ -14,8 +14,10 @@ def main_process_threads(device: torch.device, num_workers: int) -> int:
     """CPU threads for the training process's own torch ops.
 
     On CUDA with loader workers the training process only launches kernels and pins batches;
-    with torch's default of one thread per core its parallel copies wait on cores that the
-    workers hold. On the CPU the step itself is the parallel work, so the count stays."""
+    with torch's default of one thread per core its parallel regions wait on cores that the
+    workers hold (8 workers, 16 cores: median ViT-B step 266 ms at 16 threads, 170 ms at 1,
+    one gpu_check run each). On the CPU the step itself is the parallel work, so the count
+    stays."""
     if device.type == "cuda" and num_workers > 0:
         return 1
     return torch.get_num_threads()

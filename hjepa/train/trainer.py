@@ -182,7 +182,7 @@ class Pretrainer:
             for epoch in range(self.start_epoch, self.epochs):
                 self._train_epoch(epoch, itertools.islice(batches, self.steps_per_epoch))
         finally:
-            del batches  # its workers end here, also when a step raised
+            del batches  # the loader's workers end with their iterator
             self.run_log.close()
         metrics = self._finish()
         shutdown(self.dist)
