@@ -314,3 +314,26 @@ def test_checkpoints_of_other_params_are_set_aside_until_the_new_run_has_its_own
     Pretrainer(new_params, paths_in(d), log=lambda m: None).run()  # writes its own: old go
     assert not aside.exists()
     assert all(p.read_bytes() != old.get(p.name) for p in list_checkpoints(ckpts))
+
+
+def test_one_loader_serves_every_epoch_of_a_run(tmp_path, prepared_digits, monkeypatch):
+    """Workers start once per run, not once per epoch (batches.EpochSpan): the run asks for one
+    loader, over all its epochs' batches, and trains every one of them."""
+    import hjepa.train.trainer as train
+
+    d = stage_dir(tmp_path, prepared_digits)
+    params = parse_params(tiny_params(**{"train.epochs": 3, "train.batch_size": 256}))
+    trainer = Pretrainer(params, paths_in(d), log=lambda m: None)
+    spans: list[int] = []
+    real_make_loader = train.make_loader
+
+    def counting_make_loader(batches, num_workers, pin_memory=False):
+        spans.append(len(batches))
+        return real_make_loader(batches, num_workers, pin_memory)
+
+    monkeypatch.setattr(train, "make_loader", counting_make_loader)
+    trainer.run()
+    assert spans == [3 * trainer.steps_per_epoch]
+    assert [int(row["step"]) for row in log_rows(d)] == [
+        trainer.steps_per_epoch * e for e in (1, 2, 3)
+    ]
