@@ -64,6 +64,15 @@ ANCHOR = {
     "model.invariance_weight": 0.0,
     "model.vicreg_weight": 0.0,
 }
+# ViT-S/12 with a 6-deep predictor: the vit-s step and the 96 px GPU recipe share it.
+VIT_S: dict[str, Any] = {
+    "model.width": 384,
+    "model.depth": 12,
+    "model.heads": 6,
+    "model.predictor.width": 192,
+    "model.predictor.depth": 6,
+    "model.predictor.heads": 6,
+}
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},
     # The letters recipe's step (README "Which recipe for your data"): the default model with
@@ -71,16 +80,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # beside "default" it shows what the narrower MLP buys per step.
     "letters": {"model.mlp_ratio": 2.0, "train.augment.shear_deg": 15.0},
     "anchor": ANCHOR,
-    "vit-s": {
-        **ANCHOR,
-        "model.width": 384,
-        "model.depth": 12,
-        "model.heads": 6,
-        "model.predictor.width": 192,
-        "model.predictor.depth": 6,
-        "model.predictor.heads": 6,
-        "model.hierarchy": [{"depth": 12, "scale": 1, "weight": 1.0}],
-    },
+    "vit-s": {**ANCHOR, **VIT_S, "model.hierarchy": [{"depth": 12, "scale": 1, "weight": 1.0}]},
     "vit-b": {
         **ANCHOR,
         "data.image_size": 224,
@@ -103,12 +103,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "data.image_size": 96,
         "data.channels": 3,
         "model.patch_size": 8,
-        "model.width": 384,
-        "model.depth": 12,
-        "model.heads": 6,
-        "model.predictor.width": 192,
-        "model.predictor.depth": 6,
-        "model.predictor.heads": 6,
+        **VIT_S,
         "model.hierarchy": [
             {"depth": 6, "scale": 2, "weight": 0.5},
             {"depth": 12, "scale": 1, "weight": 1.0},
@@ -195,14 +190,7 @@ def bench(config: str, steps: int, warmup: int, device: str, bf16: bool = False)
 
     batch_size = trainer.batches.batch_size
 
-    def batches():
-        epoch = 0
-        while True:
-            trainer.batches.set_epoch(epoch)
-            yield from make_loader(trainer.batches, trainer.num_workers, dev.type == "cuda")
-            epoch += 1
-
-    it = batches()
+    it = iter(make_loader(trainer.batches, trainer.num_workers, dev.type == "cuda"))
     first = next(it).to(dev)
     with FlopCounterMode(display=False) as counter:
         train_step(trainer, first, 0)
