@@ -10,6 +10,7 @@ config.
     python benchmarks/bench_pretrain.py --config default --config letters  # letters recipe
     python benchmarks/bench_pretrain.py --config vit-b       # CUDA (bf16 autocast) only
     python benchmarks/bench_pretrain.py --config anchor --bf16   # bf16 autocast on the CPU too
+    python benchmarks/bench_pretrain.py --config vit-b --set train.compile=true --warmup 8
 
 Images are synthetic uint8 arrays of the config's shape: the step's cost does not depend on the
 pixel values, and this keeps the benchmark independent of `dvc repro`.
@@ -33,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hjepa.core.config import apply_overrides, parse_params  # noqa: E402
+from hjepa.core.config import apply_overrides, parse_assignments, parse_params  # noqa: E402
 from hjepa.train.trainer import Pretrainer, PretrainPaths  # noqa: E402
 
 ANCHOR = {
@@ -161,10 +162,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def build(config: str, device: str, batches: int = 4) -> Pretrainer:
-    """The config's trainer over random images, enough for ``batches`` batches (at least 256)."""
+def build(
+    config: str, device: str, batches: int = 4, overrides: dict[str, Any] | None = None
+) -> Pretrainer:
+    """The config's trainer over random images, enough for ``batches`` batches (at least 256);
+    ``overrides`` (dotted keys) on top of the config."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw = apply_overrides(raw, {**CONFIGS[config], "train.device": device})
+    raw = apply_overrides(raw, {**CONFIGS[config], **(overrides or {}), "train.device": device})
     params = parse_params(raw, f"config {config}")
     b, s, c = params.train.batch_size, params.data.image_size, params.data.channels
     rng = np.random.default_rng(0)
@@ -179,11 +183,19 @@ def train_step(trainer: Pretrainer, batch: Any, step: int) -> tuple[Any, torch.T
     return trainer.train_step(batch.images, batch.masks, momentum, batch.second_view)
 
 
-def bench(config: str, steps: int, warmup: int, device: str, bf16: bool = False) -> dict[str, Any]:
+def bench(
+    config: str,
+    steps: int,
+    warmup: int,
+    device: str,
+    bf16: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One config's JSON record; ``bf16``: autocast to bf16 on the CPU too (the trainer does it
-    on CUDA only), with the fraction of peak then taken against the bf16 matmul."""
+    on CUDA only), with the fraction of peak then taken against the bf16 matmul. With
+    ``train.compile`` among ``overrides`` the warm-up steps carry the compilation."""
     # One pass covers every step: a new loader per pass would restart its workers mid-timing.
-    trainer = build(config, device, batches=warmup + steps + 1)
+    trainer = build(config, device, batches=warmup + steps + 1, overrides=overrides)
     dev = trainer.device
     trainer.autocast = trainer.autocast or bf16
     from hjepa.train.batches import make_loader
@@ -192,11 +204,13 @@ def bench(config: str, steps: int, warmup: int, device: str, bf16: bool = False)
 
     it = iter(make_loader(trainer.batches, trainer.num_workers, dev.type == "cuda"))
     first = next(it).to(dev)
-    with FlopCounterMode(display=False) as counter:
+    # Counted uncompiled: under a dispatch mode, compiled blocks would cache graphs that run
+    # without inductor's kernels, and the timed steps would reuse them.
+    with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
         train_step(trainer, first, 0)
     flops_per_image = counter.get_total_flops() / batch_size
 
-    times, waits = [], []
+    times, waits, warm = [], [], 0.0
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         batch = next(it).to(dev)
@@ -208,6 +222,8 @@ def bench(config: str, steps: int, warmup: int, device: str, bf16: bool = False)
         if i >= warmup:
             times.append(t2 - t0)
             waits.append(t1 - t0)
+        else:
+            warm += t2 - t0
     dtype = torch.bfloat16 if trainer.autocast else torch.float32
     peak32 = matmul_peak(dev, torch.float32)
     peak16 = matmul_peak(dev, torch.bfloat16)
@@ -216,6 +232,7 @@ def bench(config: str, steps: int, warmup: int, device: str, bf16: bool = False)
     peak = peak16 if dtype == torch.bfloat16 else peak32
     return {
         "config": config,
+        "overrides": overrides or {},
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -228,6 +245,7 @@ def bench(config: str, steps: int, warmup: int, device: str, bf16: bool = False)
             "max": round(1e3 * max(times), 2),
         },
         "data_wait_frac": round(sum(waits) / sum(times), 4),
+        "warmup_s": round(warm, 1),  # with train.compile: the compilation
         "gflops_per_image": round(flops_per_image / 1e9, 4),
         "achieved_gflops": significant(achieved / 1e9),
         "peak_fp32_gflops": significant(peak32 / 1e9),
@@ -248,10 +266,19 @@ def main() -> None:
     parser.add_argument(
         "--bf16", action="store_true", help="bf16 autocast on the CPU too (always on CUDA)"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="param override on every config, e.g. train.compile=true (repeatable)",
+    )
     args = parser.parse_args()
+    overrides = parse_assignments(args.set)
     configs = args.config or ["default", "anchor", "vit-s"]
     for name in configs:
-        print(json.dumps(bench(name, args.steps, args.warmup, args.device, args.bf16)), flush=True)
+        record = bench(name, args.steps, args.warmup, args.device, args.bf16, overrides)
+        print(json.dumps(record), flush=True)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,12 @@ sys.path.insert(0, str(ROOT))
 
 from quality_sets import SETS, QualitySet, parse_dataset  # noqa: E402
 
-from hjepa.core.config import Params, apply_overrides, parse_params  # noqa: E402
+from hjepa.core.config import (  # noqa: E402
+    Params,
+    apply_overrides,
+    parse_assignments,
+    parse_params,
+)
 from hjepa.core.errors import UserError  # noqa: E402
 
 METRICS = (
@@ -63,17 +68,6 @@ METRICS = (
     ("pixels", "knn"),
 )
 SIGMAS = 3.0  # issue 20's bar: the paired gain over random init must exceed 3 std over seeds
-
-
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """``key=value`` strings → {dotted key: YAML-parsed value}; UserError on a malformed item."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set {item!r}: expected key=value (dotted key, YAML value)")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def build_params(
@@ -310,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_quality_sets_") as sets_dir:
         try:
-            overrides = parse_set(args.set)
+            overrides = parse_assignments(args.set)
             if args.seeds < 1:
                 raise UserError(f"--seeds must be >= 1, got {args.seeds}")
             seeds = list(range(args.first_seed, args.first_seed + args.seeds))

@@ -17,7 +17,7 @@ import torch
 from conftest import stage_dir, tiny_params
 from test_docs import OVERRIDE
 
-from hjepa.core.config import parse_params
+from hjepa.core.config import parse_assignments, parse_params
 from hjepa.models.hjepa import HJEPA
 from hjepa.models.regularizers import pooled_embedding, vicreg
 from hjepa.train.diagnostics import (
@@ -150,7 +150,7 @@ def test_monitor_every_controls_the_online_knn(tmp_path, prepared_digits, monito
 
 # ------------------------------------------------------------------------------- benchmark
 def test_bench_parse_set_and_build_params(tmp_path):
-    overrides = bench_quality.parse_set(["model.vicreg_weight=0.5", "mask.target_scale=[0.1,0.2]"])
+    overrides = parse_assignments(["model.vicreg_weight=0.5", "mask.target_scale=[0.1,0.2]"])
     assert overrides == {"model.vicreg_weight": 0.5, "mask.target_scale": [0.1, 0.2]}
     params_file = tmp_path / "params.yaml"
     params_file.write_text(json.dumps(tiny_params()))
@@ -158,7 +158,7 @@ def test_bench_parse_set_and_build_params(tmp_path):
     assert (p.seed, p.model.vicreg_weight, p.data.source) == (7, 0.5, "image_folder")
     assert p.data.path == str(tmp_path.resolve())
     with pytest.raises(Exception, match="key=value"):
-        bench_quality.parse_set(["no-equals-sign"])
+        parse_assignments(["no-equals-sign"])
 
 
 def test_bench_rejects_a_bad_override_before_training(tmp_path, capsys):
@@ -391,8 +391,8 @@ def test_step_benchmark_bf16_autocasts_on_the_cpu(monkeypatch) -> None:
     seen: list[bool] = []
     real_build = bench_pretrain.build
 
-    def spying_build(config: str, device: str, batches: int = 4):
-        trainer = real_build(config, device, batches)
+    def spying_build(config: str, device: str, batches: int = 4, overrides=None):
+        trainer = real_build(config, device, batches, overrides)
         trainer.model.context_encoder.register_forward_pre_hook(
             lambda module, args: seen.append(torch.is_autocast_enabled("cpu"))
         )
@@ -405,6 +405,15 @@ def test_step_benchmark_bf16_autocasts_on_the_cpu(monkeypatch) -> None:
     assert row["fraction_of_peak"] == pytest.approx(
         row["achieved_gflops"] / row["peak_bf16_gflops"], rel=0.02
     )
+
+
+def test_step_benchmark_set_overrides_reach_the_timed_trainer() -> None:
+    """``--set`` (how the GPU check times ``train.compile``) changes the trainer that is timed,
+    and the JSON line says which overrides it ran under."""
+    row = bench_pretrain.bench(
+        "default", steps=1, warmup=0, device="cpu", overrides={"train.batch_size": 8}
+    )
+    assert row["batch_size"] == 8 and row["overrides"] == {"train.batch_size": 8}
 
 
 def test_step_benchmark_feeds_every_timed_step_from_one_loader_pass() -> None:

@@ -337,3 +337,32 @@ def test_one_loader_serves_every_epoch_of_a_run(tmp_path, prepared_digits, monke
     assert [int(row["step"]) for row in log_rows(d)] == [
         trainer.steps_per_epoch * e for e in (1, 2, 3)
     ]
+
+
+@pytest.mark.slow
+def test_train_compile_compiles_the_blocks_and_trains_the_same_model(tmp_path, prepared_digits):
+    """``train.compile`` runs every transformer block through torch.compile (graphs are really
+    built) and learns what the uncompiled run learns: the same losses, the same checkpoint keys.
+    """
+    from torch._dynamo.utils import counters
+
+    runs = {}
+    for compiled in (False, True):
+        (tmp_path / str(compiled)).mkdir()
+        d = stage_dir(tmp_path / str(compiled), prepared_digits)
+        params = parse_params(tiny_params(**{"train.compile": compiled}))
+        lines: list[str] = []
+        counters.clear()
+        trainer = Pretrainer(params, paths_in(d), log=lines.append)
+        trainer.run()
+        blocks = [m for m in trainer.model.modules() if type(m).__name__ == "Block"]
+        graphs = counters["stats"]["unique_graphs"]
+        runs[compiled] = (log_rows(d), encoder_state(d), blocks, graphs, lines)
+    eager, compiled = runs[False], runs[True]
+    assert [b._compiled_call_impl for b in eager[2]] == [None] * len(eager[2])
+    assert len(compiled[2]) == 5 and all(b._compiled_call_impl is not None for b in compiled[2])
+    assert eager[3] == 0 and compiled[3] > 0, (eager[3], compiled[3])
+    assert any("train.compile: 5 transformer blocks compiled" in line for line in compiled[4])
+    for a, b in zip(eager[0], compiled[0], strict=True):
+        assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-3)
+    assert eager[1].keys() == compiled[1].keys()

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -253,6 +254,8 @@ class TrainParams(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Online k-NN on the val split every N epochs (0 = off); see hjepa.train.diagnostics.
     monitor_every: int = Field(0, ge=0)
+    # torch.compile each transformer block (hjepa.train.device_setup.compile_blocks).
+    compile: bool = False
     augment: AugmentParams = Field(default_factory=AugmentParams)
 
     @property
@@ -386,6 +389,18 @@ def read_raw_params(path: str | Path = "params.yaml") -> Any:
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate a params file (see ``parse_params``)."""
     return parse_params(read_raw_params(path), str(path))
+
+
+def parse_assignments(items: Iterable[str], flag: str = "--set") -> dict[str, Any]:
+    """``key=value`` strings (a command line's repeated ``flag``) → {dotted key: YAML-parsed
+    value}, ready for ``apply_overrides``; UserError naming the malformed item."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"{flag} {item!r}: expected key=value (dotted key, YAML value)")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Process settings for a training run on its device: CPU threads and the attention kernels.
+"""Process settings for a training run on its device: CPU threads, the attention kernels, and
+compiled transformer blocks (``train.compile``).
 
 Both were found on an H200 (2026-12-04, benchmarks/gpu_check.sh and a per-step profile): the
 ViT-B step varied from 55 ms to over a second from one batch to the next while the GPU's own
@@ -8,6 +9,8 @@ work stayed near 50 ms.
 from __future__ import annotations
 
 import torch
+from timm.models.vision_transformer import Block
+from torch import nn
 
 
 def main_process_threads(device: torch.device, num_workers: int) -> int:
@@ -31,3 +34,29 @@ def prefer_shape_free_attention(device: torch.device) -> None:
     in the profile, far more for a length never seen. The flash kernels take any length."""
     if device.type == "cuda":
         torch.backends.cuda.enable_cudnn_sdp(False)
+
+
+# Compiled variants of timm's one ``Block.forward`` that a run may need. Encoder and predictor
+# blocks share that code, so each width, grad mode (the EMA target runs without), train or eval
+# state (diagnostics) and padding mask or none is one more; past torch's default of 8 the blocks
+# silently run uncompiled, as two configs in one process did on the H200.
+BLOCK_VARIANTS = 64
+
+
+def compile_blocks(model: nn.Module) -> int:
+    """Compile each transformer block of ``model`` in place with ``torch.compile`` (dynamic
+    shapes); returns how many.
+
+    Block by block, not the whole model: compiling all of H-JEPA's step fails in inductor's
+    backward with a stride assertion on the masked token gather (torch 2.14.1 on this CPU,
+    2.11 on an H200), while the blocks, where the matmuls, norms and activations are, compile
+    and fuse. Dynamic shapes because the masks give every batch new context and target lengths:
+    static ones would recompile for each until torch gives up and runs them uncompiled.
+    Parameters, buffers and ``state_dict`` keys are unchanged, so checkpoints, the EMA update
+    and the probe see the same model."""
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    for block in blocks:
+        block.compile(dynamic=True)
+    limit = torch._dynamo.config.recompile_limit
+    torch._dynamo.config.recompile_limit = max(limit, BLOCK_VARIANTS)
+    return len(blocks)

@@ -29,6 +29,7 @@ NOT_SHAPING = frozenset(
         "train.num_workers",  # batches come from per-batch generators: same for any count
         "train.log_every",  # TensorBoard point spacing
         "train.device",  # a CPU checkpoint may continue on a GPU (and back)
+        "train.compile",  # the same blocks' kernels, fused or not
     }
 )
 

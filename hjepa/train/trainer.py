@@ -43,7 +43,11 @@ from hjepa.train.checkpoint import (
     set_aside,
 )
 from hjepa.train.collapse import CollapseCheck, check_collapse, warn
-from hjepa.train.device_setup import main_process_threads, prefer_shape_free_attention
+from hjepa.train.device_setup import (
+    compile_blocks,
+    main_process_threads,
+    prefer_shape_free_attention,
+)
 from hjepa.train.diagnostics import encoder_diagnostics
 from hjepa.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from hjepa.train.ema import ema_update
@@ -158,6 +162,12 @@ class Pretrainer:
         self.warmup_steps = self.schedules.warmup_steps
 
         self.model = HJEPA.from_params(params.model, params.data).to(self.device)
+        if t.compile:
+            n = compile_blocks(self.model)
+            log(
+                f"train.compile: {n} transformer blocks compiled (dynamic shapes); "
+                "the first steps include compilation"
+            )
         self.train_model: nn.Module = self.model
         if self.dist.enabled:
             self.train_model = nn.parallel.DistributedDataParallel(
