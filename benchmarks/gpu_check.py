@@ -9,7 +9,8 @@
    probe and k-NN on the device) on synthetic splits: wall times and the data-wait fraction.
 
 Run it through ``benchmarks/gpu_check.sh`` (sets up what the device lacks): 150 s of wall time
-on an H200 with the compiled checks' ~50 s of compilation, installs included (2026-12-04), plus a minute or more for the machine to start.
+on an H200 with the compiled checks' ~50 s of compilation, installs included (2026-12-04), plus
+a minute or more for the machine to start.
 Targets (issue 16): vit-b at >= 40 % of the bf16 peak, data wait under 10 %; README "At scale"
 has the results.
 """
