@@ -36,7 +36,7 @@ test-fast: setup-dev
 	python -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
 
 lint: setup-dev
-	ruff check . && ruff format --check . && mypy hjepa pipeline
+	ruff check . && ruff format --check . && mypy hjepa pipeline flows benchmarks
 
 # Prefect UI on this machine only (analytics off, loopback), then the deployments that it runs.
 prefect-server: setup

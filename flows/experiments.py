@@ -26,7 +26,7 @@ from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.context import get_run_context
+from prefect.context import FlowRunContext
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
@@ -181,7 +181,7 @@ def run_one_by_one(
     deadline = time.monotonic() + timeout
     statuses: dict[str, str] = {}
     wall: dict[str, float] = {}
-    with ThreadPoolTaskRunner(max_workers=1) as runner:
+    with ThreadPoolTaskRunner[Any](max_workers=1) as runner:
         for name, args in zip(names, set_args, strict=True):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -243,7 +243,10 @@ def hjepa_experiments(
     except UserError as exc:
         return user_error_state(exc)
 
-    run = get_run_context().flow_run
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        raise RuntimeError("hjepa_experiments must run as a Prefect flow (no flow run context)")
+    run = context.flow_run
     prefix = f"{run.name}-{run.id.hex[:6]}"
     names = [f"{prefix}-{i + 1}" for i in range(len(overrides))]
     for name, overrides_i in zip(names, overrides, strict=True):

@@ -16,7 +16,7 @@ from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.states import State
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import Field
 
 from flows.dvc_run import check_dvc, repro_status
@@ -47,9 +47,15 @@ def repro_task(retries: int, retry_delay_seconds: float) -> Task:
     return repro_stage.with_options(retries=retries, retry_delay_seconds=retry_delay_seconds)
 
 
+def one_worker() -> TaskRunner[Any]:
+    """A thread pool of one: typed as the flow decorator's ``TaskRunner`` (Prefect's own
+    ``ThreadPoolTaskRunner`` is generic over another future type)."""
+    return ThreadPoolTaskRunner(max_workers=1)
+
+
 # One worker: DVC holds a repo-wide lock while it reproduces, so stages run one at a time; the
 # wait_for edges still give the Prefect UI the same graph as `dvc dag`.
-@flow(name="hjepa-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(name="hjepa-pipeline", task_runner=one_worker())
 def hjepa_pipeline(
     project_dir: str = ".",
     retries: Annotated[int, Field(ge=0, le=50)] = 1,

@@ -49,6 +49,16 @@ def cron_schedule(cron: str, timezone: str) -> CronSchedule:
         ) from None
 
 
+def built(deployment: object) -> RunnerDeployment:
+    """The deployment ``Flow.to_deployment`` returned. Prefect types it as sync-or-async (it
+    dispatches on the caller); called from this synchronous code it is the deployment itself."""
+    if not isinstance(deployment, RunnerDeployment):
+        raise TypeError(
+            f"Flow.to_deployment returned {type(deployment).__name__}, not a deployment"
+        )
+    return deployment
+
+
 def build_deployments(
     project_dir: str | Path, cron: str = DEFAULT_CRON, timezone: str = "UTC"
 ) -> list[RunnerDeployment]:
@@ -56,25 +66,31 @@ def build_deployments(
     root = Path(project_dir).resolve()
     pipeline_stages(root)  # fail now, not at 2 a.m., if this is not a DVC project
     return [
-        hjepa_pipeline.to_deployment(
-            name=PIPELINE_DEPLOYMENT,
-            schedules=[cron_schedule(cron, timezone)],
-            parameters={"project_dir": str(root)},
-            concurrency_limit=1,
-            description=f"dvc.yaml pipeline of {root}, on schedule '{cron}' ({timezone})",
-            tags=["hjepa", "dvc"],
+        built(
+            hjepa_pipeline.to_deployment(
+                name=PIPELINE_DEPLOYMENT,
+                schedules=[cron_schedule(cron, timezone)],
+                parameters={"project_dir": str(root)},
+                concurrency_limit=1,
+                description=f"dvc.yaml pipeline of {root}, on schedule '{cron}' ({timezone})",
+                tags=["hjepa", "dvc"],
+            )
         ),
-        hjepa_experiments.to_deployment(
-            name=EXPERIMENTS_DEPLOYMENT,
-            parameters={"project_dir": str(root)},
-            description=f"DVC experiments (override sets) in {root}",
-            tags=["hjepa", "dvc"],
+        built(
+            hjepa_experiments.to_deployment(
+                name=EXPERIMENTS_DEPLOYMENT,
+                parameters={"project_dir": str(root)},
+                description=f"DVC experiments (override sets) in {root}",
+                tags=["hjepa", "dvc"],
+            )
         ),
-        hjepa_experiments_pool.to_deployment(
-            name=EXPERIMENTS_DEPLOYMENT,
-            parameters={"project_dir": str(root)},
-            description=f"DVC experiments from {root}, one flow run each on the work pool",
-            tags=["hjepa", "dvc"],
+        built(
+            hjepa_experiments_pool.to_deployment(
+                name=EXPERIMENTS_DEPLOYMENT,
+                parameters={"project_dir": str(root)},
+                description=f"DVC experiments from {root}, one flow run each on the work pool",
+                tags=["hjepa", "dvc"],
+            )
         ),
     ]
 
