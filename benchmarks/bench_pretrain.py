@@ -197,7 +197,7 @@ def bench(
     # One pass covers every step: a new loader per pass would restart its workers mid-timing.
     trainer = build(config, device, batches=warmup + steps + 1, overrides=overrides)
     dev = trainer.device
-    trainer.autocast = trainer.autocast or bf16
+    trainer.train_step.autocast = trainer.train_step.autocast or bf16
     from hjepa.train.batches import make_loader
 
     batch_size = trainer.batches.batch_size
@@ -215,7 +215,7 @@ def bench(
         t0 = time.perf_counter()
         batch = next(it).to(dev)
         t1 = time.perf_counter()
-        trainer.set_schedules(i)
+        trainer.train_step.set_schedules(i)
         out, _ = train_step(trainer, batch, i)
         _sync(dev)
         t2 = time.perf_counter()
@@ -224,7 +224,7 @@ def bench(
             waits.append(t1 - t0)
         else:
             warm += t2 - t0
-    dtype = torch.bfloat16 if trainer.autocast else torch.float32
+    dtype = torch.bfloat16 if trainer.train_step.autocast else torch.float32
     peak32 = matmul_peak(dev, torch.float32)
     peak16 = matmul_peak(dev, torch.bfloat16)
     med = statistics.median(times)

@@ -42,18 +42,18 @@ def test_lr_warmup_then_cosine_to_min_lr_and_weight_decay_schedule():
             "train.weight_decay_end": 0.5,
         }
     )
-    assert t.steps_per_epoch == 4 and t.total_steps == 16 and t.warmup_steps == 4
-    lrs = [t.set_schedules(s)[0] for s in range(t.total_steps)]
+    assert t.steps_per_epoch == 4 and t.total_steps == 16 and t.schedules.warmup_steps == 4
+    lrs = [t.train_step.set_schedules(s)[0] for s in range(t.total_steps)]
     assert lrs[0] == pytest.approx(0.01 / 4)  # warmup starts low
     assert lrs[3] == pytest.approx(0.01)  # and reaches lr at its end
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False))  # cosine: never rises
     assert 0.001 < lrs[-1] < 0.0012  # the last step is one step short of min_lr
-    assert t.set_schedules(t.total_steps)[0] == pytest.approx(0.001)
-    lr, wd, _ = t.set_schedules(0)
+    assert t.train_step.set_schedules(t.total_steps)[0] == pytest.approx(0.001)
+    lr, wd, _ = t.train_step.set_schedules(0)
     decay, no_decay = groups(t)
     assert wd == pytest.approx(0.05) and decay["weight_decay"] == pytest.approx(0.05)
     assert no_decay["weight_decay"] == 0.0  # biases, norms, gammas, pos-embeds: never decayed
-    _, wd_last, _ = t.set_schedules(t.total_steps - 1)
+    _, wd_last, _ = t.train_step.set_schedules(t.total_steps - 1)
     assert wd_last == pytest.approx(0.5)
     assert decay["lr"] == no_decay["lr"]
 
@@ -62,7 +62,7 @@ def test_min_lr_and_weight_decay_end_change_the_schedule_end():
     a = trainer(**{"train.min_lr": 1e-6, "train.weight_decay_end": 0.4})
     b = trainer(**{"train.min_lr": 1e-4, "train.weight_decay_end": 0.1})
     last = a.total_steps - 1
-    assert a.set_schedules(last) != b.set_schedules(last)
+    assert a.train_step.set_schedules(last) != b.train_step.set_schedules(last)
 
 
 def test_no_decay_group_holds_gammas_biases_norms_and_pos_embed():
@@ -80,7 +80,7 @@ def test_no_decay_group_holds_gammas_biases_norms_and_pos_embed():
 def _one_step(t: Pretrainer) -> None:
     t.batches.set_epoch(0)
     b = t.batches[0]
-    sched = t.set_schedules(0)
+    sched = t.train_step.set_schedules(0)
     t.train_step(b.images, b.masks, sched.momentum, b.second_view)
 
 
@@ -218,13 +218,15 @@ def test_warmup_longer_than_the_run_is_clamped_with_a_notice():
     notices: list[str] = []
     images = np.random.default_rng(0).integers(0, 256, size=(256, 8, 8, 1), dtype=np.uint8)
     t = Pretrainer(params, PretrainPaths(), log=notices.append, train_images=images)
-    assert t.warmup_steps == t.steps_per_epoch  # one epoch of warmup, one of decay
-    assert t.set_schedules(t.steps_per_epoch)[0] == pytest.approx(params.train.lr)  # peak reached
+    assert t.schedules.warmup_steps == t.steps_per_epoch  # one epoch of warmup, one of decay
+    assert t.train_step.set_schedules(t.steps_per_epoch)[0] == pytest.approx(
+        params.train.lr
+    )  # peak reached
     assert notices == ["notice: train.warmup_epochs 2 > train.epochs - 1; using 1"]
     assert parse_params(tiny_params(**{"train.epochs": 1})).train.warmup_epochs_used == 0
 
 
 def test_warmup_epochs_zero_starts_at_full_lr():
     t = trainer(**{"train.warmup_epochs": 0, "train.lr": 0.002})
-    assert t.set_schedules(0)[0] == pytest.approx(0.002)
-    assert math.isclose(t.warmup_steps, 0)
+    assert t.train_step.set_schedules(0)[0] == pytest.approx(0.002)
+    assert math.isclose(t.schedules.warmup_steps, 0)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from hjepa.core.config import Params
 from hjepa.core.transforms import to_model_input
 from hjepa.train.augment import Augmenter
 from hjepa.train.masks import MaskGenerator, Masks
@@ -94,6 +95,23 @@ class PretrainBatches(Dataset):
         self.two_views = two_views
         self.epoch = 0
         self._order_epoch, self._order = 0, self._permutation(0)
+
+    @classmethod
+    def from_params(
+        cls, params: Params, images: np.ndarray, rank: int = 0, world_size: int = 1
+    ) -> PretrainBatches:
+        """The batches ``params`` describe: ``train.batch_size``, ``seed``, the ``mask`` section,
+        ``train.augment``, and a second view when ``model.invariance_weight`` > 0."""
+        return cls(
+            images,
+            batch_size=params.train.batch_size,
+            seed=params.seed,
+            masks=MaskGenerator.from_params(params.mask, params.grid_size),
+            augment=Augmenter.from_params(params.train.augment),
+            rank=rank,
+            world_size=world_size,
+            two_views=params.model.invariance_weight > 0,
+        )
 
     def _permutation(self, epoch: int) -> np.ndarray:
         g = torch.Generator().manual_seed(batch_seed(self.seed, epoch, 0, stream=1))

@@ -43,16 +43,22 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from hjepa.core.errors import UserError
+
 __all__ = [
     "ARM_FRACTION",
+    "COLLAPSE_STD",
     "FALL_FRACTION",
     "MIN_RANK",
     "RANK_FRACTION",
     "CollapseCheck",
     "check_collapse",
+    "epoch_alarms",
     "rank_threshold",
     "warn",
 ]
+
+COLLAPSE_STD = 1e-3  # target-feature std below this: every input maps to nearly one vector
 
 RANK_FRACTION = 0.05  # low rank: effective rank below 5 % of the feature width ...
 MIN_RANK = 2.0  # ... or below 2 on narrow encoders (< 2 = one dominant direction)
@@ -142,3 +148,25 @@ def check_collapse(
 def warn(message: str) -> None:
     """Write ``message`` to stderr as its own line, above any progress bar."""
     tqdm.write(message, file=sys.stderr)
+
+
+def epoch_alarms(
+    epoch: int, loss: float, target_std: float, lr: float, collapse: CollapseCheck, main: bool
+) -> None:
+    """The end of 1-based ``epoch``: stop on a loss that is no longer finite (with the lever to
+    pull); on the ``main`` process, warn of a complete collapse (target std below
+    ``COLLAPSE_STD``) and, at the epoch that first tripped it, of ``collapse``."""
+    if not math.isfinite(loss):
+        raise UserError(
+            f"loss became {loss} in epoch {epoch}; lower train.lr ({lr}) or raise "
+            "train.warmup_epochs"
+        )
+    if not main:
+        return
+    if target_std < COLLAPSE_STD:
+        warn(
+            f"warning: target features collapsed in epoch {epoch} (std {target_std:.2e} "
+            f"< {COLLAPSE_STD}); the encoder outputs nearly the same vector for every input"
+        )
+    if collapse.detected and collapse.epoch == epoch:
+        warn(collapse.message())

@@ -1,16 +1,36 @@
-"""Process settings for a training run on its device: CPU threads, the attention kernels, and
-compiled transformer blocks (``train.compile``).
+"""A training run on its device: which device and process group, CPU threads, the attention
+kernels, and compiled transformer blocks (``train.compile``).
 
-Both were found on an H200 (2026-12-04, benchmarks/gpu_check.sh and a per-step profile): the
-ViT-B step varied from 55 ms to over a second from one batch to the next while the GPU's own
-work stayed near 50 ms.
+The thread count and the attention kernels were found on an H200 (2026-12-04,
+benchmarks/gpu_check.sh and a per-step profile): the ViT-B step varied from 55 ms to over a
+second from one batch to the next while the GPU's own work stayed near 50 ms.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from timm.models.vision_transformer import Block
 from torch import nn
+
+from hjepa.core.errors import UserError
+from hjepa.train.distributed import DistInfo, init_distributed
+
+
+def run_device(name: str) -> tuple[torch.device, DistInfo]:
+    """The run's device for ``train.device`` (auto | cpu | cuda) and its process group: under
+    torchrun every rank joins the group and, on CUDA, takes the GPU of its local rank."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device is 'cuda' but no CUDA device is available; use auto or cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    dist = init_distributed(device)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    return device, dist
 
 
 def main_process_threads(device: torch.device, num_workers: int) -> int:
@@ -60,3 +80,25 @@ def compile_blocks(model: nn.Module) -> int:
     limit = torch._dynamo.config.recompile_limit
     torch._dynamo.config.recompile_limit = max(limit, BLOCK_VARIANTS)
     return len(blocks)
+
+
+def training_module(
+    model: nn.Module,
+    device: torch.device,
+    distributed: bool,
+    compile_: bool,
+    log: Callable[[str], None],
+) -> nn.Module:
+    """``model`` (already on ``device``) as the loop calls it: with ``compile_``
+    (``train.compile``) its blocks compiled in place, logged; under torchrun
+    (``distributed``) wrapped in DDP, which averages the gradients over the ranks."""
+    if compile_:
+        n = compile_blocks(model)
+        log(
+            f"train.compile: {n} transformer blocks compiled (dynamic shapes); "
+            "the first steps include compilation"
+        )
+    if not distributed:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)

@@ -13,6 +13,7 @@ as features dominated by token position and pooled vectors of low rank, invisibl
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,11 +21,21 @@ import torch
 from torch import Tensor
 
 from hjepa.core.knn import knn_vote, l2_normalise
+from hjepa.core.prepared import load_split
+from hjepa.core.transforms import to_model_input
 
-__all__ = ["effective_rank", "encoder_diagnostics", "loo_knn_accuracy", "position_share"]
+__all__ = [
+    "EpochDiagnostics",
+    "effective_rank",
+    "encoder_diagnostics",
+    "loo_knn_accuracy",
+    "position_share",
+]
 
 MONITOR_K = 20  # neighbours of the online k-NN monitor (the probe's default k)
 MONITOR_TEMPERATURE = 0.07
+DIAG_IMAGES = 256  # train images (fixed) behind the per-epoch rank / position-share diagnostics
+MONITOR_IMAGES = 2048  # at most this many val images (fixed) behind the online k-NN monitor
 
 
 def effective_rank(x: Tensor) -> float:
@@ -97,3 +108,44 @@ def encoder_diagnostics(
     if labels is not None:
         out["knn_monitor"] = loo_knn_accuracy(pooled.cpu().numpy(), np.asarray(labels))
     return out
+
+
+class EpochDiagnostics:
+    """What pretraining logs about the EMA target encoder (the one the probe reads) at each
+    epoch's end: ``encoder_diagnostics`` on a fixed draw of train images and, every
+    ``monitor_every`` epochs and at the last, the online k-NN on a fixed draw of val images
+    (``monitor_every`` 0: never). Fixed draws, so memory and time do not grow with the data set
+    and every epoch is measured on the same images."""
+
+    def __init__(
+        self,
+        train_images: np.ndarray,
+        seed: int,
+        epochs: int,
+        monitor_every: int,
+        data_dir: Path,
+    ) -> None:
+        pick = np.random.default_rng(seed).permutation(len(train_images))[:DIAG_IMAGES]
+        self.images = to_model_input(np.array(train_images[np.sort(pick)]))
+        self.epochs, self.monitor_every = epochs, monitor_every
+        self.monitor: tuple[Tensor, np.ndarray] | None = None
+        if monitor_every > 0:
+            val_images, val_labels = load_split(data_dir, "val")
+            rows = np.random.default_rng(seed).permutation(len(val_images))[:MONITOR_IMAGES]
+            rows = np.sort(rows)
+            self.monitor = (to_model_input(val_images[rows]), np.asarray(val_labels[rows]))
+
+    def __call__(
+        self, encoder: torch.nn.Module, epoch: int, device: torch.device
+    ) -> dict[str, Any]:
+        """The row entries after 0-based ``epoch``: ``knn_monitor`` is "" between monitor
+        epochs (and absent when the monitor is off)."""
+        out = encoder_diagnostics(encoder, self.images.to(device))
+        if self.monitor is not None:
+            every = self.monitor_every
+            knn: Any = ""
+            if (epoch + 1) % every == 0 or epoch + 1 == self.epochs:
+                images, labels = self.monitor
+                knn = encoder_diagnostics(encoder, images.to(device), labels)["knn_monitor"]
+            out["knn_monitor"] = knn
+        return out

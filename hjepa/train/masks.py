@@ -72,6 +72,38 @@ class MaskInfo:
     level: torch.Tensor  # (B,) int64 per image: 0 block context, 1 all non-target, 2 corner
 
 
+def _square_sums(
+    cells: torch.Tensor, top: torch.Tensor, left: torch.Tensor, k: int
+) -> torch.Tensor:
+    """Number of True cells in each k×k square at (top, left): (B, N) from (B, G, G)."""
+    g1 = cells.shape[1] + 1
+    prefix = torch.zeros(cells.shape[0], g1, g1, dtype=torch.int64)
+    prefix[:, 1:, 1:] = cells.to(torch.int64).cumsum(1).cumsum(2)
+    flat = prefix.flatten(1)
+
+    def at(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return flat.gather(1, r * g1 + c)
+
+    return at(top + k, left + k) - at(top, left + k) - at(top + k, left) + at(top, left)
+
+
+def _avoid_corner(
+    g: int, h: int, w: int, num_targets: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relaxation step 4 on a g×g grid: ``num_targets`` h×w target corners drawn uniformly among
+    positions that leave a uniformly drawn grid corner free (one always exists: the block is
+    never the full grid)."""
+    corner = int(torch.randint(0, 4, (1,), generator=generator))
+    r, c = (0 if corner < 2 else g - 1), (0 if corner % 2 == 0 else g - 1)
+    tops = torch.arange(g - h + 1)[:, None].expand(-1, g - w + 1).flatten()
+    lefts = torch.arange(g - w + 1)[None, :].expand(g - h + 1, -1).flatten()
+    hits = (tops <= r) & (r < tops + h) & (lefts <= c) & (c < lefts + w)
+    choice = torch.multinomial(
+        (~hits).to(torch.float64), num_targets, replacement=True, generator=generator
+    )
+    return tops[choice], lefts[choice]
+
+
 def _rect(top: torch.Tensor, left: torch.Tensor, h: int, w: int, grid: int) -> torch.Tensor:
     """Boolean (…, grid, grid) masks of h×w rectangles with the given top-left corners."""
     cells = torch.arange(grid)
@@ -174,7 +206,7 @@ class MaskGenerator:
 
         covered = self._union(t_top, t_left, h, w)  # (B, G, G)
         # Context cells of each try = k² minus targets inside the block (2-D prefix sums).
-        free = k * k - self._rect_sums(covered, c_top, c_left, k)  # (B, tries)
+        free = k * k - _square_sums(covered, c_top, c_left, k)  # (B, tries)
         ok = free >= self.min_keep
         first = torch.where(ok, torch.arange(tries), tries).min(1).values.clamp(max=tries - 1)
         pick = first[:, None]
@@ -184,7 +216,7 @@ class MaskGenerator:
         level = torch.where(accepted, 0, 1)
 
         for i in covered.flatten(1).all(1).nonzero().flatten().tolist():
-            t_top[i], t_left[i] = self._avoid_corner(h, w, generator)
+            t_top[i], t_left[i] = _avoid_corner(g, h, w, self.num_targets, generator)
             context[i] = ~self._union(t_top[i : i + 1], t_left[i : i + 1], h, w)[0]
             level[i] = 2
 
@@ -197,36 +229,6 @@ class MaskGenerator:
         for j in range(top.shape[1]):  # one block at a time: memory stays (B, G, G)
             out |= _rect(top[:, j], left[:, j], h, w, self.grid_size)
         return out
-
-    def _rect_sums(
-        self, cells: torch.Tensor, top: torch.Tensor, left: torch.Tensor, k: int
-    ) -> torch.Tensor:
-        """Number of True cells in each k×k square at (top, left): (B, N) from (B, G, G)."""
-        g1 = self.grid_size + 1
-        prefix = torch.zeros(cells.shape[0], g1, g1, dtype=torch.int64)
-        prefix[:, 1:, 1:] = cells.to(torch.int64).cumsum(1).cumsum(2)
-        flat = prefix.flatten(1)
-
-        def at(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-            return flat.gather(1, r * g1 + c)
-
-        return at(top + k, left + k) - at(top, left + k) - at(top + k, left) + at(top, left)
-
-    def _avoid_corner(
-        self, h: int, w: int, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Relaxation step 4: target corners drawn uniformly among positions that leave a
-        uniformly drawn grid corner free (one always exists: the block is never the full grid)."""
-        g = self.grid_size
-        corner = int(torch.randint(0, 4, (1,), generator=generator))
-        r, c = (0 if corner < 2 else g - 1), (0 if corner % 2 == 0 else g - 1)
-        tops = torch.arange(g - h + 1)[:, None].expand(-1, g - w + 1).flatten()
-        lefts = torch.arange(g - w + 1)[None, :].expand(g - h + 1, -1).flatten()
-        hits = (tops <= r) & (r < tops + h) & (lefts <= c) & (c < lefts + w)
-        choice = torch.multinomial(
-            (~hits).to(torch.float64), self.num_targets, replacement=True, generator=generator
-        )
-        return tops[choice], lefts[choice]
 
     def _assemble(
         self,

@@ -8,6 +8,7 @@ goes, how often, and only on the main process under DDP.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ import torch
 
 from hjepa.core.io import write_text
 from hjepa.core.progress import progress_bar
-from hjepa.models.hjepa import HJEPA
+from hjepa.models.hjepa import HJEPA, JEPAOutput
+from hjepa.train.collapse import COLLAPSE_STD
+from hjepa.train.distributed import DistInfo
 from hjepa.train.optim import StepSchedule
 
 EPOCH_SCALARS = ("reg_loss", "inv_loss", "effective_rank", "position_share", "knn_monitor")
@@ -33,6 +36,87 @@ def gamma_stats(model: HJEPA) -> dict[str, float]:
         for block, values in sorted(per_block.items()):
             out[f"gamma_{tag}_block{block}"] = float(torch.stack(values).mean())
     return out
+
+
+@dataclass(frozen=True)
+class EpochMeans:
+    loss: float
+    target_std: float
+    reg_loss: float  # 0 when the regulariser is off
+    inv_loss: float  # 0 when the invariance term is off
+    levels: list[float]  # per hierarchy level, in order
+
+    def entries(self, sched: StepSchedule) -> dict[str, Any]:
+        """The losses and the schedule's values in an epoch row, in the log's column order."""
+        return {
+            "loss": self.loss,
+            **{f"loss_level_{i}": v for i, v in enumerate(self.levels)},
+            "lr": sched.lr,
+            "weight_decay": sched.weight_decay,
+            "ema_momentum": sched.momentum,
+            "target_std": self.target_std,
+            "reg_loss": self.reg_loss,
+            "inv_loss": self.inv_loss,
+        }
+
+
+class StepSums:
+    """One epoch's per-step losses summed on the device: ``add`` costs no host sync (only the
+    logging interval's ``.item()`` does); ``means`` syncs once, at the epoch's end, and
+    averages over the DDP ranks."""
+
+    def __init__(self, levels: int, device: torch.device) -> None:
+        self.total = torch.zeros(levels + 4, device=device)
+        self.steps = 0
+
+    def add(self, out: JEPAOutput) -> None:
+        zero = out.target_std.new_zeros(())
+        extras = [out.reg_loss, out.inv_loss]
+        self.total += torch.stack(
+            [out.loss.detach().float(), out.target_std.float()]
+            + [(v if v is not None else zero).float() for v in extras]
+            + [v.float() for v in out.level_losses]
+        )
+        self.steps += 1
+
+    def means(self, dist: DistInfo) -> EpochMeans:
+        mean = self.total / max(self.steps, 1)
+        if dist.enabled:
+            torch.distributed.all_reduce(mean)
+            mean = mean / dist.world_size
+        m = mean.tolist()
+        return EpochMeans(m[0], m[1], m[2], m[3], m[4:])
+
+
+def final_metrics(
+    last: dict[str, Any],
+    *,
+    epochs: int,
+    steps: int,
+    wall_time: float,
+    batch_size: int,
+    collapse: dict[str, Any],
+    encoder_params: int,
+    layerscale: bool,
+) -> dict[str, Any]:
+    """``metrics/pretrain.json``: the last epoch's row (loss, levels, health) with the run's
+    size, speed and collapse verdicts: ``collapsed`` is the complete kind (target std below
+    ``COLLAPSE_STD``), ``collapse`` the dimensional one (``CollapseCheck.as_metrics``)."""
+    return {
+        "loss": last["loss"],
+        **{k: v for k, v in last.items() if k.startswith("loss_level_")},
+        "epochs": epochs,
+        "steps": steps,
+        "wall_time_s": round(wall_time, 3),
+        "images_per_s": round(steps * batch_size / max(wall_time, 1e-9), 2),
+        "target_std": last["target_std"],
+        "effective_rank": last["effective_rank"],
+        "position_share": last["position_share"],
+        "collapsed": bool(last["target_std"] < COLLAPSE_STD),
+        "collapse": collapse,
+        "encoder_params": encoder_params,
+        "layerscale": layerscale,
+    }
 
 
 def write_tsv(path: Path, rows: list[dict[str, Any]]) -> None:
