@@ -153,7 +153,7 @@ def test_checkpoint_under_other_params_is_not_resumed(tmp_path, prepared_digits)
 
 
 def test_ema_target_is_the_momentum_weighted_average(tmp_path, prepared_digits, monkeypatch):
-    import hjepa.train.trainer as train
+    import hjepa.train.step as step_module
 
     d = stage_dir(tmp_path, prepared_digits)
     params = parse_params(
@@ -170,13 +170,13 @@ def test_ema_target_is_the_momentum_weighted_average(tmp_path, prepared_digits, 
     trainer = Pretrainer(params, paths_in(d), log=lambda m: None)
     target0 = {k: v.clone() for k, v in trainer.model.target_encoder.state_dict().items()}
     snapshots: list[dict[str, torch.Tensor]] = []
-    real_update = train.ema_update
+    real_update = step_module.ema_update
 
     def recording_update(target, online, momentum):
         snapshots.append({k: v.detach().clone() for k, v in online.state_dict().items()})
         real_update(target, online, momentum)
 
-    monkeypatch.setattr(train, "ema_update", recording_update)
+    monkeypatch.setattr(step_module, "ema_update", recording_update)
     trainer.run()
     steps = len(snapshots)
     assert steps == trainer.total_steps >= 3

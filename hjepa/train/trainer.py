@@ -7,7 +7,10 @@ Design choices that matter to users:
 - Schedules are functions of the global step (hjepa.train.optim.Schedules), so resume
   continues them instead of restarting them.
 - Host-device syncs (``.item()``) happen only at logging intervals and epoch ends.
-- Reporting (bar, TensorBoard, TSV) lives in hjepa.train.run_log; this file is the loop.
+- This file is the loop: which batch comes next, when an epoch ends, what is written at the end.
+  One optimisation step is hjepa.train.step; checkpoints and resume, hjepa.train.resume; the
+  per-epoch diagnostics and alarms, hjepa.train.diagnostics and hjepa.train.collapse; reporting
+  (bar, TensorBoard, TSV, final metrics), hjepa.train.run_log.
 """
 
 from __future__ import annotations
