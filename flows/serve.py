@@ -65,34 +65,29 @@ def build_deployments(
     """The deployments, with ``project_dir`` (made absolute) as their default parameter."""
     root = Path(project_dir).resolve()
     pipeline_stages(root)  # fail now, not at 2 a.m., if this is not a DVC project
-    return [
-        built(
-            hjepa_pipeline.to_deployment(
-                name=PIPELINE_DEPLOYMENT,
-                schedules=[cron_schedule(cron, timezone)],
-                parameters={"project_dir": str(root)},
-                concurrency_limit=1,
-                description=f"dvc.yaml pipeline of {root}, on schedule '{cron}' ({timezone})",
-                tags=["hjepa", "dvc"],
-            )
+    made = [
+        hjepa_pipeline.to_deployment(
+            name=PIPELINE_DEPLOYMENT,
+            schedules=[cron_schedule(cron, timezone)],
+            parameters={"project_dir": str(root)},
+            concurrency_limit=1,
+            description=f"dvc.yaml pipeline of {root}, on schedule '{cron}' ({timezone})",
+            tags=["hjepa", "dvc"],
         ),
-        built(
-            hjepa_experiments.to_deployment(
-                name=EXPERIMENTS_DEPLOYMENT,
-                parameters={"project_dir": str(root)},
-                description=f"DVC experiments (override sets) in {root}",
-                tags=["hjepa", "dvc"],
-            )
+        hjepa_experiments.to_deployment(
+            name=EXPERIMENTS_DEPLOYMENT,
+            parameters={"project_dir": str(root)},
+            description=f"DVC experiments (override sets) in {root}",
+            tags=["hjepa", "dvc"],
         ),
-        built(
-            hjepa_experiments_pool.to_deployment(
-                name=EXPERIMENTS_DEPLOYMENT,
-                parameters={"project_dir": str(root)},
-                description=f"DVC experiments from {root}, one flow run each on the work pool",
-                tags=["hjepa", "dvc"],
-            )
+        hjepa_experiments_pool.to_deployment(
+            name=EXPERIMENTS_DEPLOYMENT,
+            parameters={"project_dir": str(root)},
+            description=f"DVC experiments from {root}, one flow run each on the work pool",
+            tags=["hjepa", "dvc"],
         ),
     ]
+    return [built(deployment) for deployment in made]
 
 
 def build_parser() -> argparse.ArgumentParser:

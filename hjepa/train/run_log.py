@@ -40,6 +40,8 @@ def gamma_stats(model: HJEPA) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class EpochMeans:
+    """An epoch's per-step losses averaged over its steps (and the DDP ranks)."""
+
     loss: float
     target_std: float
     reg_loss: float  # 0 when the regulariser is off
