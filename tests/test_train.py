@@ -17,6 +17,7 @@ from conftest import run_stage_subprocess, stage_dir, stage_env, tiny_params
 
 from hjepa.core.config import parse_params
 from hjepa.train.checkpoint import list_checkpoints
+from hjepa.train.step import TrainStep
 from hjepa.train.trainer import Pretrainer, PretrainPaths
 
 
@@ -298,8 +299,8 @@ def test_checkpoints_of_other_params_are_set_aside_until_the_new_run_has_its_own
     def killed(*args, **kwargs):
         raise RuntimeError("killed before the first checkpoint")
 
-    monkeypatch.setattr(failing, "train_step", killed)
-    with pytest.raises(RuntimeError, match="killed"):
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="killed"):
+        patch.setattr(TrainStep, "__call__", killed)
         failing.run()
     assert any("set aside" in m for m in logs), logs
     aside = ckpts / ".superseded"

@@ -150,7 +150,7 @@ class Pretrainer:
         for i, batch in enumerate(batches):
             wait += time.perf_counter() - t_fetch
             step = epoch * self.steps_per_epoch + i
-            sched = self.schedules.apply(self.optimizer, step)
+            sched = self.train_step.set_schedules(step)
             batch = batch.to(self.device)
             out, grad_norm = self.train_step(
                 batch.images, batch.masks, sched.momentum, batch.second_view
